@@ -1,0 +1,132 @@
+"""Reference implementations in plain torch: the ground truth for every fast kernel.
+
+Weights are dequantized to float32 (`QTensor.dense`) and multiplied with torch;
+norms, rope (ggml's formulas, YaRN included) and attention are written out
+directly. Fast kernels in `cpu/` and `cuda/` must agree with these.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .weights import QTensor
+
+
+def linear(x: torch.Tensor, w: QTensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ W^T (+ bias), W stored as ggml (in, out)."""
+    y = x @ w.dense().T
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return y * weight if weight is not None else y
+
+
+def yarn_corr_dims(n_dims: int, n_ctx_orig: int, freq_base: float, beta_fast: float, beta_slow: float):
+    """The dimension range over which YaRN blends interpolation and extrapolation (ggml's formula)."""
+
+    def corr_dim(n_rot: float) -> float:
+        return n_dims * math.log(n_ctx_orig / (n_rot * 2 * math.pi)) / (2 * math.log(freq_base))
+
+    start = math.floor(corr_dim(beta_fast))
+    end = math.ceil(corr_dim(beta_slow))
+    return max(0, start), min(n_dims - 1, end)
+
+
+def rope_cos_sin(
+    positions: torch.Tensor,
+    n_dims: int,
+    freq_base: float,
+    freq_scale: float = 1.0,
+    freq_factors: torch.Tensor | None = None,
+    ext_factor: float = 0.0,
+    attn_factor: float = 1.0,
+    n_ctx_orig: int = 0,
+    beta_fast: float = 32.0,
+    beta_slow: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables [n_pos, n_dims/2] as ggml's rope computes them (YaRN and freq factors included)."""
+    i0 = torch.arange(0, n_dims, 2, dtype=torch.float64)
+    theta_extrap = positions.to(torch.float64)[:, None] * freq_base ** (-i0 / n_dims)[None, :]
+    if freq_factors is not None:
+        theta_extrap = theta_extrap / freq_factors.to(torch.float64)[None, : n_dims // 2]
+    theta_interp = freq_scale * theta_extrap
+    mscale = attn_factor
+    if ext_factor != 0.0:
+        low, high = yarn_corr_dims(n_dims, n_ctx_orig, freq_base, beta_fast, beta_slow)
+        y = (i0 / 2 - low) / max(0.001, high - low)
+        ramp_mix = (1 - y.clamp(0, 1)) * ext_factor
+        theta = theta_interp * (1 - ramp_mix) + theta_extrap * ramp_mix
+        mscale *= 1.0 + 0.1 * math.log(1.0 / freq_scale)
+    else:
+        theta = theta_interp
+    return (torch.cos(theta) * mscale).float(), (torch.sin(theta) * mscale).float()
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, neox: bool) -> torch.Tensor:
+    """Rotate x [n_tok, n_head, head_dim] over its first 2*cos.shape[-1] dims.
+
+    neox=False pairs adjacent values (x0,x1), (x2,x3)... (ggml's "norm" mode);
+    neox=True pairs x[i] with x[i + n_dims/2].
+    """
+    n_rot = 2 * cos.shape[-1]
+    xr, rest = x[..., :n_rot], x[..., n_rot:]
+    c, s = cos[:, None, :], sin[:, None, :]
+    if neox:
+        a, b = xr[..., : n_rot // 2], xr[..., n_rot // 2 :]
+        out = torch.cat([a * c - b * s, a * s + b * c], dim=-1)
+    else:
+        a, b = xr[..., 0::2], xr[..., 1::2]
+        out = torch.stack([a * c - b * s, a * s + b * c], dim=-1).flatten(-2)
+    return torch.cat([out, rest], dim=-1) if rest.numel() else out
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor,
+    scale: float,
+    window: int = 0,
+    softcap: float = 0.0,
+) -> torch.Tensor:
+    """Causal multi-head attention with grouped KV heads.
+
+    q [n_q, n_head, d], k/v [n_k, n_head_kv, d(v)], positions of each row;
+    key j is visible to query i when k_pos[j] <= q_pos[i] and, with a sliding
+    window, q_pos[i] - k_pos[j] < window. Returns [n_q, n_head, dv].
+    """
+    n_head, n_head_kv = q.shape[1], k.shape[1]
+    visible = k_pos[None, :] <= q_pos[:, None]
+    if window > 0:
+        visible &= (q_pos[:, None] - k_pos[None, :]) < window
+    qh = q.transpose(0, 1).float()  # [h, n_q, d]
+    kh = k.transpose(0, 1).float()
+    vh = v.transpose(0, 1).float()
+    if n_head != n_head_kv:
+        kh = kh.repeat_interleave(n_head // n_head_kv, dim=0)
+        vh = vh.repeat_interleave(n_head // n_head_kv, dim=0)
+    if softcap:
+        scores = (qh @ kh.transpose(1, 2)) * scale
+        scores = softcap * torch.tanh(scores / softcap)
+        scores = scores.masked_fill(~visible, float("-inf"))
+        out = torch.softmax(scores, dim=-1) @ vh
+    else:
+        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=visible, scale=scale)
+    return out.transpose(0, 1)
+
+
+def silu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    return F.silu(gate) * up
+
+
+def gelu_gate(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    # ggml's GELU is the tanh approximation
+    return F.gelu(gate, approximate="tanh") * up

@@ -1,0 +1,1 @@
+"""One small module per architecture, each reading like the model's equations."""

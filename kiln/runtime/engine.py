@@ -1,0 +1,151 @@
+"""The Engine: load a GGUF model, evaluate token batches into logits, generate tokens.
+
+    engine = Engine.load("model.gguf", Options(ctx_size=4096))
+    logits = engine.eval(tokens, seq=0)        # [len(tokens), n_vocab]
+    for tok in engine.generate(prompt_tokens): ...
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from ..errors import ContextLimitError, KilnError
+from ..model import CausalLM, HParams, build_model, read_hparams
+from .default_model import default_model_path
+from .kv_cache import KVCache
+from .loader import GGUFTensors, open_model_file
+from .options import Options
+from .sampling import Sampler, SamplingParams
+
+# Token texts that end a turn, as llama.cpp's end-of-generation detection finds them
+EOG_TEXTS = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>"}
+
+
+class Engine:
+    def __init__(self, path: Path, options: Options, model: CausalLM, metadata: dict, gguf):
+        self.path = path
+        self.options = options
+        self.model = model
+        self.hparams: HParams = model.hp
+        self.metadata = metadata
+        self._gguf = gguf
+        self.n_ctx = options.ctx_size or self.hparams.n_ctx_train
+        self.cache = KVCache(self.hparams.n_layer, self.n_ctx, options.cache_type_k, options.cache_type_v)
+        self.eog_ids = self._end_of_generation_ids()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, options: Options | None = None) -> Engine:
+        options = options or Options()
+        options.validate()
+        path = Path(path or options.model or default_model_path())
+        if options.threads > 0:
+            torch.set_num_threads(options.threads)
+        gguf = open_model_file(path)
+        try:
+            hp = read_hparams(gguf.metadata, str(path))
+            model = build_model(hp, GGUFTensors(gguf, copy=options.no_mmap), str(path))
+        except BaseException:
+            gguf.close()
+            raise
+        return cls(path, options, model, gguf.metadata, gguf)
+
+    def _end_of_generation_ids(self) -> set[int]:
+        md = self.metadata
+        ids = {md[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id") if k in md}
+        tokens = md.get("tokenizer.ggml.tokens") or []
+        types = md.get("tokenizer.ggml.token_type") or []
+        for i, text in enumerate(tokens):
+            if text in EOG_TEXTS and (i >= len(types) or types[i] in (3, 4)):
+                ids.add(i)
+        return ids
+
+    # ----- evaluation -----
+
+    def n_past(self, seq: int = 0) -> int:
+        return self.cache.seq(seq).n_past
+
+    def reset(self, seq: int | None = 0) -> None:
+        """Forget a sequence (all of them with seq=None)."""
+        self.cache.clear(seq)
+
+    def truncate(self, n: int, seq: int = 0) -> None:
+        """Keep the first n tokens of a sequence in the cache."""
+        self.cache.seq(seq).truncate(n)
+
+    @torch.inference_mode()
+    def eval(self, tokens: Sequence[int] | torch.Tensor, seq: int = 0, all_logits: bool = True) -> torch.Tensor:
+        """Append tokens to sequence `seq` and return their logits [n, n_vocab] (or [1, n_vocab]
+        for the last token only with all_logits=False). The prompt is split into -ub micro-batches."""
+        toks = torch.as_tensor(list(tokens) if not isinstance(tokens, torch.Tensor) else tokens, dtype=torch.long)
+        if toks.numel() == 0:
+            raise KilnError("nothing to evaluate: the token list is empty")
+        cache = self.cache.seq(seq)
+        if cache.n_past + toks.numel() > self.n_ctx:
+            raise ContextLimitError(
+                f"{cache.n_past + toks.numel()} tokens do not fit in the context of {self.n_ctx} "
+                f"({cache.n_past} already in the cache, {toks.numel()} new); raise -c "
+                f"(the model was trained for {self.hparams.n_ctx_train}) or shorten the prompt"
+            )
+        step = max(1, min(self.options.ubatch_size, self.options.batch_size))
+        outputs = []
+        for start in range(0, toks.numel(), step):
+            chunk = toks[start : start + step]
+            last = start + step >= toks.numel()
+            positions = cache.begin(chunk.numel())
+            try:
+                rows = None if all_logits else (torch.tensor([chunk.numel() - 1]) if last else torch.tensor([], dtype=torch.long))
+                if rows is not None and rows.numel() == 0:
+                    self.model.forward(chunk, positions, cache, output_rows=torch.tensor([0]))
+                else:
+                    outputs.append(self.model.forward(chunk, positions, cache, output_rows=rows))
+            except BaseException:
+                cache.rollback()
+                raise
+            cache.commit()
+        return torch.cat(outputs, dim=0)
+
+    # ----- generation -----
+
+    def sampling_params(self) -> SamplingParams:
+        o = self.options
+        return SamplingParams(o.temp, o.top_k, o.top_p, o.min_p, o.repeat_penalty, o.repeat_last_n, o.seed)
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        n_predict: int | None = None,
+        seq: int = 0,
+        sampling: SamplingParams | None = None,
+        stop_ids: set[int] | None = None,
+    ) -> Iterator[int]:
+        """Evaluate the prompt on a fresh sequence, then yield sampled tokens until an
+        end-of-generation token (not yielded), `n_predict` tokens, or a full context."""
+        n_predict = self.options.n_predict if n_predict is None else n_predict
+        stop = set(self.eog_ids if stop_ids is None else stop_ids)
+        if self.options.ignore_eos:
+            stop = set()
+        sampler = Sampler(sampling or self.sampling_params())
+        self.reset(seq)
+        for t in prompt:
+            sampler.accept(int(t))
+        logits = self.eval(prompt, seq, all_logits=False)[-1]
+        produced = 0
+        while n_predict < 0 or produced < n_predict:
+            token = sampler.sample(logits)
+            if token in stop:
+                return
+            sampler.accept(token)
+            produced += 1
+            yield token
+            if self.n_past(seq) >= self.n_ctx:
+                return
+            if n_predict >= 0 and produced >= n_predict:
+                return
+            logits = self.eval([token], seq, all_logits=False)[-1]
+
+    def close(self) -> None:
+        self._gguf.close()
