@@ -182,14 +182,14 @@ def _pack_value(key: str, value: Any, vtype: ValueType, item_type: ItemType | No
         if vtype == ValueType.STRING:
             return _pack_string(value)
         if vtype == ValueType.ARRAY:
+            if isinstance(item_type, tuple):  # arrays of arrays
+                head = struct.pack("<IQ", ValueType.ARRAY, len(value))
+                return head + b"".join(_pack_value(key, v, ValueType.ARRAY, item_type[1]) for v in value)
             head = struct.pack("<IQ", item_type, len(value))
             if item_type in SCALAR_DTYPES:
                 return head + np.asarray(value, dtype=SCALAR_DTYPES[item_type]).tobytes()
             if item_type == ValueType.STRING:
                 return head + b"".join(_pack_string(v) for v in value)
-            if isinstance(item_type, tuple):  # arrays of arrays
-                head = struct.pack("<IQ", ValueType.ARRAY, len(value))
-                return head + b"".join(_pack_value(key, v, ValueType.ARRAY, item_type[1]) for v in value)
             raise GGUFError(f"metadata key {key}: bad array item type {item_type!r}")
         return struct.pack("<" + SCALAR_FORMATS[vtype], value)
     except (struct.error, TypeError, ValueError, OverflowError) as e:

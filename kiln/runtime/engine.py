@@ -105,7 +105,7 @@ class Engine:
             except BaseException:
                 cache.rollback()
                 raise
-            cache.commit()
+            cache.commit(chunk.tolist())
         return torch.cat(outputs, dim=0)
 
     # ----- generation -----
@@ -122,17 +122,27 @@ class Engine:
         sampling: SamplingParams | None = None,
         stop_ids: set[int] | None = None,
     ) -> Iterator[int]:
-        """Evaluate the prompt on a fresh sequence, then yield sampled tokens until an
-        end-of-generation token (not yielded), `n_predict` tokens, or a full context."""
+        """Evaluate the prompt, then yield sampled tokens until an end-of-generation token
+        (not yielded), `n_predict` tokens, or a full context. The part of the prompt already
+        in sequence `seq`'s cache is not evaluated again."""
         n_predict = self.options.n_predict if n_predict is None else n_predict
         stop = set(self.eog_ids if stop_ids is None else stop_ids)
         if self.options.ignore_eos:
             stop = set()
         sampler = Sampler(sampling or self.sampling_params())
-        self.reset(seq)
+        prompt = [int(t) for t in prompt]
         for t in prompt:
-            sampler.accept(int(t))
-        logits = self.eval(prompt, seq, all_logits=False)[-1]
+            sampler.accept(t)
+        # re-use the cached prefix the prompt shares with this sequence (a chat's earlier turns)
+        cache = self.cache.seq(seq)
+        common = 0
+        for a, b in zip(cache.tokens, prompt, strict=False):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(prompt) - 1)  # the last prompt token is evaluated for its logits
+        cache.truncate(common)
+        logits = self.eval(prompt[common:], seq, all_logits=False)[-1]
         produced = 0
         while n_predict < 0 or produced < n_predict:
             token = sampler.sample(logits)

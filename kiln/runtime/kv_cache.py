@@ -25,6 +25,7 @@ class SequenceCache:
         self.k: list[torch.Tensor | None] = [None] * n_layer
         self.v: list[torch.Tensor | None] = [None] * n_layer
         self.n_past = 0  # tokens committed to the cache
+        self.tokens: list[int] = []  # their ids, for re-using a common prefix
         self._start = 0  # position of the first token of the batch being evaluated
         self._count = 0  # its size
 
@@ -38,8 +39,9 @@ class SequenceCache:
         self._start, self._count = self.n_past, n_tokens
         return torch.arange(self.n_past, self.n_past + n_tokens)
 
-    def commit(self) -> None:
+    def commit(self, tokens: list[int]) -> None:
         self.n_past = self._start + self._count
+        self.tokens[self._start :] = tokens
 
     def rollback(self) -> None:
         """Forget the batch being evaluated (after an error)."""
@@ -48,6 +50,7 @@ class SequenceCache:
     def truncate(self, n: int) -> None:
         """Keep only the first n tokens (for re-using a common prompt prefix)."""
         self.n_past = max(0, min(n, self.n_past))
+        del self.tokens[self.n_past :]
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         end = self._start + k.shape[0]

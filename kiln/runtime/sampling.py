@@ -32,28 +32,34 @@ class Sampler:
         if self.p.repeat_last_n != 0:
             self.recent.append(token)
 
-    def sample(self, logits: torch.Tensor) -> int:
+    def penalized(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits after the repetition penalty over the last `repeat_last_n` accepted tokens."""
         logits = logits.float().clone()
-        p = self.p
-        if p.repeat_penalty != 1.0 and self.recent:
+        if self.p.repeat_penalty != 1.0 and self.recent:
             ids = torch.tensor(sorted(set(self.recent)), dtype=torch.long)
             picked = logits[ids]
-            logits[ids] = torch.where(picked <= 0, picked * p.repeat_penalty, picked / p.repeat_penalty)
-        if p.temp <= 0:
-            return int(torch.argmax(logits))
-        # candidates sorted by logit, descending
+            logits[ids] = torch.where(picked <= 0, picked * self.p.repeat_penalty, picked / self.p.repeat_penalty)
+        return logits
+
+    def candidates(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token ids that survive top-k, top-p and min-p, and their probabilities at the temperature."""
+        p = self.p
+        logits = self.penalized(logits)
         k = p.top_k if 0 < p.top_k < logits.numel() else logits.numel()
-        values, ids = torch.topk(logits, k)
+        values, ids = torch.topk(logits, k)  # sorted, descending
         if p.top_p < 1.0:
-            probs = torch.softmax(values, dim=-1)
-            cum = torch.cumsum(probs, dim=-1)
-            # keep the smallest prefix whose mass reaches top_p (at least one token)
+            cum = torch.cumsum(torch.softmax(values, dim=-1), dim=-1)
+            # the smallest prefix whose mass reaches top_p (at least one token)
             keep = int(torch.searchsorted(cum, torch.tensor([p.top_p])).item()) + 1
             values, ids = values[:keep], ids[:keep]
         if p.min_p > 0.0:
             probs = torch.softmax(values, dim=-1)
             keep = probs >= p.min_p * probs[0]
             values, ids = values[keep], ids[keep]
-        probs = torch.softmax(values / p.temp, dim=-1)
-        choice = torch.multinomial(probs, 1, generator=self.generator)
-        return int(ids[choice])
+        return ids, torch.softmax(values / p.temp, dim=-1)
+
+    def sample(self, logits: torch.Tensor) -> int:
+        if self.p.temp <= 0:
+            return int(torch.argmax(self.penalized(logits)))
+        ids, probs = self.candidates(logits)
+        return int(ids[torch.multinomial(probs, 1, generator=self.generator)])

@@ -60,7 +60,7 @@ def main(options: Options) -> int:
         out = sys.stdout
         parts = f" in {len(f.paths)} files" if len(f.paths) > 1 else ""
         print(f"* File: {f.path}{parts}: GGUF v{f.version}, {len(f.metadata)} key/value pairs, {len(f.tensors)} tensors", file=out)
-        print(f"* Metadata:", file=out)
+        print("* Metadata:", file=out)
         print(f"  {'#':>4} {'type':<16} key = value", file=out)
         for i, (key, value) in enumerate(f.metadata.items(), 1):
             print(f"  {i:4d} {_type_name(f.value_types[key]):<16} {key} = {_short(value)}", file=out)
