@@ -1,0 +1,303 @@
+"""`kiln convert`: a Hugging Face checkpoint directory to a GGUF file.
+
+    convert("path/to/SmolLM2-135M-Instruct", "smollm2-f16.gguf", outtype="f16")
+
+Reads config.json, the safetensors weights (one file or shards with
+model.safetensors.index.json) and the tokenizer files, and writes the GGUF
+file that llama.cpp's `convert_hf_to_gguf.py` writes for the same checkpoint:
+the same tensor names, shapes, value transformations (llama's q/k rope
+permutation, gemma's norm +1), tensor types (2-D weights in the chosen type,
+1-D tensors and norms in F32) and metadata keys with the same value types.
+Supported: LlamaForCausalLM (llama), Qwen2ForCausalLM (qwen2),
+Qwen3ForCausalLM (qwen3), Gemma3ForCausalLM and the text part of
+Gemma3ForConditionalGeneration (gemma3).
+
+Tensors are read one at a time while the file is written, so memory holds one
+tensor, not the model. The file is written under a temporary name and renamed
+when complete. Details per part: `convert_arch` (names, keys,
+transformations), `convert_vocab` (tokenizer), `convert_pretok`
+(tokenizer.ggml.pre).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConvertError
+from ..gguf import GGUFWriter, ValueType
+from .convert_arch import (
+    Arch,
+    HParams,
+    arch_metadata,
+    gguf_tensor_name,
+    llama3_rope_factors,
+    pick_architecture,
+    transform,
+)
+from .convert_vocab import TokenizerFiles, Vocab, build_vocab
+
+log = logging.getLogger("kiln.convert")
+
+# --outtype -> (ggml type id of 2-D weights, general.file_type)
+OUTTYPES = {"f32": (0, 0), "f16": (1, 1), "bf16": (30, 32)}
+F32, F16, BF16 = 0, 1, 30
+GGML_QUANT_VERSION = 2
+
+_FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+@dataclass
+class _Source:
+    """One tensor of the checkpoint: where it is and what it looks like, data not read."""
+
+    name: str
+    path: Path
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class Checkpoint:
+    """The safetensors files of a checkpoint directory, listed without reading tensor data."""
+
+    def __init__(self, hf_dir: Path):
+        from safetensors import safe_open
+
+        self.dir = hf_dir
+        files = sorted(
+            p for p in hf_dir.iterdir() if p.name.startswith("model") and p.name.endswith(".safetensors")
+        )
+        index_path = hf_dir / "model.safetensors.index.json"
+        weight_map: dict[str, str] | None = None
+        if index_path.is_file():
+            try:
+                weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ConvertError(
+                    f"{index_path}: no valid 'weight_map'; download the index file again"
+                ) from None
+            missing = sorted({f for f in weight_map.values() if not (hf_dir / f).is_file()})
+            if missing:
+                raise ConvertError(
+                    f"{hf_dir}: shard {missing[0]} listed in {index_path.name} is missing "
+                    f"({len(missing)} missing); download all the weight files"
+                )
+            if not files:
+                files = sorted({hf_dir / f for f in weight_map.values()})
+        if not files:
+            other = [p.name for p in hf_dir.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".gguf")]
+            hint = (
+                f" (found {', '.join(sorted(other))}: save the model with safe_serialization=True)"
+                if other
+                else ""
+            )
+            raise ConvertError(
+                f"{hf_dir}: no model*.safetensors weight files{hint}; kiln convert reads safetensors"
+            )
+        self.tensors: dict[str, _Source] = {}
+        for path in files:
+            try:
+                with safe_open(path, framework="pt", device="cpu") as f:
+                    for key in f.keys():
+                        sl = f.get_slice(key)
+                        if key in self.tensors:
+                            raise ConvertError(
+                                f"tensor {key} is in both {self.tensors[key].path.name} and {path.name}"
+                            )
+                        self.tensors[key] = _Source(key, path, tuple(sl.get_shape()), sl.get_dtype())
+            except ConvertError:
+                raise
+            except Exception as e:  # safetensors raises its own error types
+                raise ConvertError(
+                    f"{path}: cannot be read as safetensors ({e}); download it again"
+                ) from None
+        if weight_map is not None and len(files) > 1 and set(weight_map) != set(self.tensors):
+            diff = sorted(set(weight_map) ^ set(self.tensors))
+            raise ConvertError(
+                f"{index_path}: lists other tensors than the shards hold (e.g. {diff[0]}); download the files again"
+            )
+
+    def load(self, src: _Source) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(src.path, framework="pt", device="cpu") as f:
+            return f.get_tensor(src.name)
+
+
+def convert(hf_dir, out_path, outtype: str = "f16") -> Path:
+    """Convert the Hugging Face checkpoint in `hf_dir` to a GGUF file at `out_path`; returns its path.
+
+    `outtype`: f32, f16 or bf16, the type of the 2-D weights (1-D tensors stay F32).
+    When `out_path` is an existing directory, the file is named after the model inside it.
+    """
+    hf_dir = Path(hf_dir)
+    if outtype not in OUTTYPES:
+        raise ConvertError(f"--outtype {outtype!r} is not supported; use one of {', '.join(OUTTYPES)}")
+    if not hf_dir.is_dir():
+        raise ConvertError(f"{hf_dir}: no such directory; give the directory of a Hugging Face checkpoint")
+    config_path = hf_dir / "config.json"
+    if not config_path.is_file():
+        raise ConvertError(f"{hf_dir}: no config.json; give the directory of a Hugging Face checkpoint")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConvertError(f"{config_path}: is not valid JSON ({e}); download it again") from None
+    if not isinstance(config, dict):
+        raise ConvertError(f"{config_path}: is not a JSON object; download it again")
+    hp = HParams(config, str(config_path))
+    arch = pick_architecture(hp)
+    if hp.get("quantization_config"):
+        method = hp.get("quantization_config").get("quant_method", "?")
+        raise ConvertError(
+            f"{config_path}: the checkpoint is quantized ({method}); convert the original f32/f16/bf16 weights"
+        )
+    type_id, file_type = OUTTYPES[outtype]
+    checkpoint = Checkpoint(hf_dir)
+    files = TokenizerFiles(hf_dir, hp.cfg)
+    vocab = build_vocab(files, hp.get("vocab_size"))
+    tensors = _plan_tensors(arch, hp, checkpoint, type_id, _embedding_rows(arch, vocab))
+
+    out = Path(out_path)
+    if out.is_dir():
+        out = out / f"{hf_dir.resolve().name}-{outtype.upper()}.gguf"
+    w = GGUFWriter(out)
+    w.add("general.architecture", arch.name, ValueType.STRING)
+    w.add("general.type", "model", ValueType.STRING)
+    _general_metadata(w, hp, hf_dir, sum(math.prod(t[1]) for t in tensors))
+    for key, value, vtype in arch_metadata(arch, hp, file_type, files.tokenizer_config or {}):
+        w.add(key, value, vtype)
+    vocab.write(w)
+    if arch.name == "gemma3" and vocab.model == "llama":
+        w.add("tokenizer.ggml.add_space_prefix", False, ValueType.BOOL)
+    w.add("general.quantization_version", GGML_QUANT_VERSION, ValueType.UINT32)
+    for name, shape, tid, source in tensors:
+        w.add_tensor(name, shape, tid, source)
+    w.write()
+    log.info("wrote %s: %d tensors, %s", out, len(tensors), outtype)
+    return out
+
+
+def _embedding_rows(arch: Arch, vocab: Vocab) -> int | None:
+    """Gemma 3's embedding is cut to the vocabulary (its checkpoints pad it with unused rows)."""
+    return len(vocab.tokens) if arch.name == "gemma3" else None
+
+
+def _plan_tensors(arch: Arch, hp: HParams, ckpt: Checkpoint, type_id: int, vocab_rows: int | None):
+    """(gguf name, ggml shape, type id, source callable) for every tensor, in llama.cpp's order."""
+    n_layer = int(hp.require("num_hidden_layers"))
+    tied = bool(hp.get("tie_word_embeddings", False))
+    planned = []
+    if arch.name == "llama" and (factors := llama3_rope_factors(hp)) is not None:
+        planned.append(("rope_freqs.weight", (factors.numel(),), F32, _constant(factors)))
+    seen: dict[str, str] = {}
+    for src in ckpt.tensors.values():
+        gguf_name = gguf_tensor_name(arch, src.name, n_layer)
+        if gguf_name is None or (gguf_name == "output.weight" and tied):
+            continue
+        if gguf_name in seen:
+            raise ConvertError(
+                f"tensors {seen[gguf_name]} and {src.name} both map to {gguf_name}; check the checkpoint"
+            )
+        seen[gguf_name] = src.name
+        if src.dtype not in _FLOAT_DTYPES:
+            raise ConvertError(
+                f"tensor {src.name} has dtype {src.dtype}; kiln convert reads f32/f16/bf16 checkpoints, not quantized ones"
+            )
+        shape = list(src.shape)
+        if vocab_rows is not None and "embed_tokens.weight" in src.name and shape and shape[0] > vocab_rows:
+            shape[0] = vocab_rows
+        shape = [d for d in shape if d != 1]  # llama.cpp squeezes every tensor
+        out_type = type_id
+        if len(shape) <= 1 or gguf_name.endswith("_norm.weight") or not src.name.endswith(".weight"):
+            out_type = F32
+        planned.append(
+            (
+                gguf_name,
+                tuple(reversed(shape)),
+                out_type,
+                _loader(ckpt, src, arch, hp, vocab_rows, out_type, shape),
+            )
+        )
+    missing = [n for n in ("token_embd.weight", "output_norm.weight") if n not in seen]
+    if missing:
+        raise ConvertError(
+            f"{ckpt.dir}: the checkpoint has no {missing[0]} tensor; the weights are incomplete"
+        )
+    return planned
+
+
+def _constant(t: torch.Tensor) -> Callable[[], np.ndarray]:
+    return lambda: t.numpy().astype(np.float32)
+
+
+def _loader(
+    ckpt: Checkpoint, src: _Source, arch: Arch, hp: HParams, vocab_rows, out_type: int, shape: list[int]
+):
+    def load() -> np.ndarray:
+        t = ckpt.load(src)
+        if t.dtype not in (torch.float16, torch.float32):
+            t = t.to(torch.float32)
+        t = transform(arch, hp, src.name, t, vocab_rows).reshape(shape)
+        return _encode(t, out_type)
+
+    return load
+
+
+def _encode(t: torch.Tensor, type_id: int) -> np.ndarray:
+    a = t.contiguous().numpy()
+    if type_id == F32:
+        return a.astype(np.float32, copy=False)
+    if type_id == F16:
+        return a.astype(np.float16, copy=False)
+    return bf16_bits(a)
+
+
+def bf16_bits(a: np.ndarray) -> np.ndarray:
+    """float -> bfloat16 bits, rounding to nearest even, NaNs kept quiet (as gguf-py rounds)."""
+    u = a.astype(np.float32).view(np.uint32)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    u = np.where(nan, (u & 0xFFFF0000) | (64 << 16), u)
+    u = (u + (0x7FFF + ((u >> 16) & 1))) >> 16
+    return u.astype(np.uint16)
+
+
+# ----- general.* -----
+
+
+def _general_metadata(w: GGUFWriter, hp: HParams, hf_dir: Path, n_params: int) -> None:
+    """general.name (and organization) from _name_or_path or the directory name, size_label from the count."""
+    model_id = hp.raw.get("_name_or_path")
+    if not isinstance(model_id, str) or not model_id or model_id.count("/") > 1 or " " in model_id:
+        model_id = hf_dir.resolve().name
+    org, _, name = model_id.rpartition("/")
+    w.add("general.name", _title(name), ValueType.STRING)
+    if org and not org.startswith("."):
+        w.add("general.organization", _title(org), ValueType.STRING)
+    if n_params > 0:
+        w.add("general.size_label", size_label(n_params), ValueType.STRING)
+
+
+def _title(s: str) -> str:
+    words = s.strip().replace("-", " ").split()
+    return " ".join(
+        w.title() if w.islower() and not re.match(r"^(v\d+(?:\.\d+)*|\d.*)$", w) else w for w in words
+    )
+
+
+_SIZE_STEPS = ((1e12, 1e-12, "T"), (1e9, 1e-9, "B"), (1e6, 1e-6, "M"), (-1, 1e-3, "K"))
+
+
+def size_label(n: int) -> str:
+    """llama.cpp's parameter count label: 135M, 1.5B, 8.0B, 220K."""
+    scale, suffix = next((s, x) for limit, s, x in _SIZE_STEPS if n > limit)
+    scaled = n * scale
+    digits = max(2 - len(str(round(scaled)).lstrip("0")), 0)
+    return f"{scaled:.{digits}f}{suffix}"
