@@ -77,3 +77,11 @@ def test_generate_reuses_prefix_and_stops(engine):
     # same prompt again: the cached prefix is re-used and the result is the same
     assert list(engine.generate(PROMPT, n_predict=4)) == out
     assert engine.n_past() == len(PROMPT) + 3
+
+
+def test_no_mmap_same_logits(engine, smollm2):
+    engine.reset(None)
+    ref = engine.eval(PROMPT)
+    e = Engine.load(smollm2, Options(ctx_size=64, no_mmap=True, cache_type_k="f32", cache_type_v="f32"))
+    assert torch.equal(e.eval(PROMPT), ref)
+    e.close()
