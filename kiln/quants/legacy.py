@@ -66,3 +66,12 @@ def dequantize_q8_0(raw: np.ndarray, n: int) -> np.ndarray:
     d = _f16(b, 0)
     q = b[:, 2:34].view(np.int8)
     return (q.astype(np.float32) * d).reshape(-1)
+
+
+DEQUANTIZERS = {
+    "Q4_0": dequantize_q4_0,
+    "Q4_1": dequantize_q4_1,
+    "Q5_0": dequantize_q5_0,
+    "Q5_1": dequantize_q5_1,
+    "Q8_0": dequantize_q8_0,
+}

@@ -15,22 +15,18 @@ import numpy as np
 
 from ..errors import UnsupportedTypeError
 from ..gguf.types import GGML_TYPES, GGML_TYPES_BY_NAME, GGMLType
-from . import floats, legacy
+from . import floats, interleaved, iqk, iquants, kquants, legacy, trellis
 
-# A dequantizer takes the bytes of whole rows (no row metadata) and the value count.
+FAMILIES = (floats, legacy, kquants, iquants, iqk, trellis, interleaved)
+
+# A dequantizer takes a tensor's bytes as rows, uint8 [n_rows, row_bytes] (row metadata
+# included), and the values per row; it returns the n_rows * n_per_row float32 values in
+# row-major order (any shape). Each family module has a DEQUANTIZERS table by type name.
 Dequantizer = Callable[[np.ndarray, int], np.ndarray]
 
-_DEQUANTIZERS: dict[str, Dequantizer] = {
-    "F32": floats.dequantize_f32,
-    "F16": floats.dequantize_f16,
-    "BF16": floats.dequantize_bf16,
-    "F64": floats.dequantize_f64,
-    "Q4_0": legacy.dequantize_q4_0,
-    "Q4_1": legacy.dequantize_q4_1,
-    "Q5_0": legacy.dequantize_q5_0,
-    "Q5_1": legacy.dequantize_q5_1,
-    "Q8_0": legacy.dequantize_q8_0,
-}
+_DEQUANTIZERS: dict[str, Dequantizer] = {}
+for _family in FAMILIES:
+    _DEQUANTIZERS.update(_family.DEQUANTIZERS)
 
 
 @dataclass(frozen=True)
@@ -107,8 +103,7 @@ def dequantize(type_key: int | str, raw: np.ndarray, shape: tuple[int, ...], ten
     expected = t.geometry.tensor_bytes(tuple(shape))
     if raw.size != expected:
         raise UnsupportedTypeError(f"{t.name}{where}: {raw.size} bytes given, shape {list(shape)} needs {expected}")
-    meta = t.geometry.row_meta_size
-    if meta:
-        raise UnsupportedTypeError(f"{t.name}{where}: types with per-row metadata are not supported yet")
-    out = t.dequantizer(raw, n)
+    n_rows = n // row_len if row_len else 1
+    rows = raw.reshape(n_rows, -1)
+    out = t.dequantizer(rows, row_len)
     return np.ascontiguousarray(out, dtype=np.float32).reshape(tuple(reversed(shape)) if shape else ())
