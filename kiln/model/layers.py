@@ -200,6 +200,8 @@ class CausalLM:
                     "range: check the file, or try a f32 KV cache (-ctk f32 -ctv f32)"
                 )
         if output_rows is not None:
+            if output_rows.numel() == 0:  # only the KV cache was wanted
+                return x.new_empty((0, self.hp.n_vocab))
             x = x[output_rows]
         x = dispatch.rms_norm(x, self.output_norm, self.hp.norm_eps)
         logits = dispatch.linear(x, self.output)

@@ -14,15 +14,13 @@ from pathlib import Path
 import torch
 
 from ..errors import ContextLimitError, KilnError
+from ..gguf.special_tokens import end_of_generation_ids
 from ..model import CausalLM, HParams, build_model, read_hparams
 from .default_model import default_model_path
 from .kv_cache import KVCache
 from .loader import GGUFTensors, open_model_file
 from .options import Options
 from .sampling import Sampler, SamplingParams
-
-# Token texts that end a turn, as llama.cpp's end-of-generation detection finds them
-EOG_TEXTS = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>"}
 
 
 class Engine:
@@ -35,7 +33,7 @@ class Engine:
         self._gguf = gguf
         self.n_ctx = options.ctx_size or self.hparams.n_ctx_train
         self.cache = KVCache(self.hparams.n_layer, self.n_ctx, options.cache_type_k, options.cache_type_v)
-        self.eog_ids = self._end_of_generation_ids()
+        self.eog_ids = end_of_generation_ids(metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, options: Options | None = None) -> Engine:
@@ -52,16 +50,6 @@ class Engine:
             gguf.close()
             raise
         return cls(path, options, model, gguf.metadata, gguf)
-
-    def _end_of_generation_ids(self) -> set[int]:
-        md = self.metadata
-        ids = {md[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id") if k in md}
-        tokens = md.get("tokenizer.ggml.tokens") or []
-        types = md.get("tokenizer.ggml.token_type") or []
-        for i, text in enumerate(tokens):
-            if text in EOG_TEXTS and (i >= len(types) or types[i] in (3, 4)):
-                ids.add(i)
-        return ids
 
     # ----- evaluation -----
 
@@ -95,17 +83,15 @@ class Engine:
         for start in range(0, toks.numel(), step):
             chunk = toks[start : start + step]
             last = start + step >= toks.numel()
+            rows = None if all_logits else torch.tensor([chunk.numel() - 1] if last else [], dtype=torch.long)
             positions = cache.begin(chunk.numel())
             try:
-                rows = None if all_logits else (torch.tensor([chunk.numel() - 1]) if last else torch.tensor([], dtype=torch.long))
-                if rows is not None and rows.numel() == 0:
-                    self.model.forward(chunk, positions, cache, output_rows=torch.tensor([0]))
-                else:
-                    outputs.append(self.model.forward(chunk, positions, cache, output_rows=rows))
+                logits = self.model.forward(chunk, positions, cache, output_rows=rows)
             except BaseException:
                 cache.rollback()
                 raise
             cache.commit(chunk.tolist())
+            outputs.append(logits)
         return torch.cat(outputs, dim=0)
 
     # ----- generation -----

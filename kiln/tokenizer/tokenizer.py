@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import TokenizerError
+from ..gguf.special_tokens import end_of_generation_ids
 from .bpe import ByteLevelBPE
 from .spm import SentencePieceBPE
 from .vocab import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, Vocabulary
@@ -30,7 +31,7 @@ class Tokenizer:
                 "(byte-level BPE) and 'llama' (SentencePiece)"
             )
         self._splitters = {flag: self._splitter(vocab.special_ids(flag)) for flag in (False, True)}
-        self._eog = vocab.eog_ids()
+        self._eog = end_of_generation_ids(vocab.metadata)
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, Any]) -> Tokenizer:

@@ -11,11 +11,6 @@ from ..errors import TokenizerError
 # tokenizer.ggml.token_type values (llama.cpp's llama_token_type)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
-# token texts that end a turn, as llama.cpp's end-of-generation detection finds them
-EOG_TEXTS = frozenset(
-    {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>"}
-)
-
 
 @dataclass
 class Vocabulary:
@@ -36,6 +31,7 @@ class Vocabulary:
     add_space_prefix: bool
     chat_template: str | None
     ids: dict[str, int] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, Any]) -> Vocabulary:
@@ -84,15 +80,8 @@ class Vocabulary:
             add_space_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", is_spm)),
             chat_template=meta.get("tokenizer.chat_template"),
             ids={t: i for i, t in enumerate(tokens)},
+            metadata=meta,
         )
-
-    def eog_ids(self) -> set[int]:
-        ids = {i for i in (self.eos_id, self.eot_id, self.eom_id) if i is not None}
-        for text in EOG_TEXTS:
-            i = self.ids.get(text)
-            if i is not None and self.types[i] in (CONTROL, USER_DEFINED):
-                ids.add(i)
-        return ids
 
     def special_ids(self, parse_special: bool) -> list[int]:
         """Tokens matched as wholes before the text is tokenized: user-defined ones always,
