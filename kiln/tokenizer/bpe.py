@@ -1,64 +1,83 @@
-"""Byte-level BPE (`tokenizer.ggml.model = gpt2`): text bytes mapped to printable characters,
-split by the pre-tokenizer's regexes, then merged by rank. Runs on the `tokenizers` library."""
+"""Byte-level BPE (`tokenizer.ggml.model = gpt2`), run on the `tokenizers` library.
+
+The text is cut by the pre-tokenizer's regexes (see `pretokenizers`), each
+piece's UTF-8 bytes are mapped to GPT-2's printable characters, and within
+each piece adjacent symbols are merged by rank (the merge's position in
+`tokenizer.ggml.merges`; leftmost first among equal ranks) -- llama.cpp's
+`llm_tokenizer_bpe_session`. With `ignore_merges` a piece that is a token is
+taken whole.
+
+Differences from llama.cpp, only on malformed vocabularies: a merge whose
+parts or result are not tokens is dropped (llama.cpp would merge and then
+spell the non-token symbol out in byte tokens); of two identical merges the
+first counts.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from tokenizers import Regex, decoders, models, pre_tokenizers
+from tokenizers import Regex, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
-from ..errors import TokenizerError
-from .pretokenizers import pre_tokenizer
 from .vocab import Vocabulary
 
 
 @lru_cache(maxsize=1)
-def byte_decoder() -> dict[str, int]:
-    """The inverse of GPT-2's byte -> printable character table."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
+def byte_to_char() -> dict[int, str]:
+    """GPT-2's table: every byte to a printable character (printable Latin-1 bytes map to themselves)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in keep}
     extra = 0
     for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
+        if b not in table:
+            table[b] = chr(256 + extra)
             extra += 1
-    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+    return table
+
+
+@lru_cache(maxsize=1)
+def char_to_byte() -> dict[str, int]:
+    return {c: b for b, c in byte_to_char().items()}
 
 
 class ByteLevelBPE:
     def __init__(self, vocab: Vocabulary):
-        pre = pre_tokenizer(vocab.pre)
-        merges = []
-        for i, m in enumerate(vocab.merges):
-            parts = m.split(" ")
-            if len(parts) != 2:
-                raise TokenizerError(f"merge #{i} {m!r} is not two tokens separated by a space; convert the model again")
-            merges.append((parts[0], parts[1]))
-        model = models.BPE(vocab=dict(vocab.ids), merges=merges, ignore_merges=pre.ignore_merges, fuse_unk=False)
+        pre = vocab.pretokenizer
+        ids = vocab.ids
+        merges, seen = [], set()
+        for a, b in vocab.merges:
+            if (a, b) not in seen and a in ids and b in ids and a + b in ids:
+                seen.add((a, b))
+                merges.append((a, b))
+        model = models.BPE(vocab=dict(ids), merges=merges, ignore_merges=pre.ignore_merges, fuse_unk=False)
         self._hf = HFTokenizer(model)
         splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in pre.regexes]
         self._hf.pre_tokenizer = pre_tokenizers.Sequence(
             [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
         )
-        self._hf.decoder = decoders.ByteLevel()
-        self._decoder = byte_decoder()
-        self.vocab = vocab
+        self._char_to_byte = char_to_byte()
 
     def encode(self, text: str) -> list[int]:
         return self._hf.encode(text, add_special_tokens=False).ids if text else []
 
     def pre_tokenize(self, text: str) -> list[str]:
         """The pieces the pre-tokenizer cuts `text` into (before merging), as text."""
-        dec = self._decoder
         pieces = self._hf.pre_tokenizer.pre_tokenize_str(text)
-        return [bytes(dec[c] for c in p).decode("utf-8", errors="replace") for p, _ in pieces]
+        return [self.piece(p).decode("utf-8", errors="replace") for p, _ in pieces]
 
     def piece(self, text: str) -> bytes:
-        """The bytes of a normal token's text."""
-        dec = self._decoder
-        try:
-            return bytes(dec[c] for c in text)
-        except KeyError:  # not byte-level text (an added token stored raw)
-            return text.encode("utf-8")
+        """The bytes a normal token's text stands for (a character outside GPT-2's table stands for itself)."""
+        table = self._char_to_byte
+        out = bytearray()
+        for c in text:
+            b = table.get(c)
+            if b is None:
+                out += c.encode("utf-8")
+            else:
+                out.append(b)
+        return bytes(out)
+
+    def byte(self, text: str) -> bytes:
+        """The byte of a byte token (type 6): its text is one character of GPT-2's table."""
+        return self.piece(text)
