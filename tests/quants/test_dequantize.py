@@ -72,8 +72,8 @@ def test_registry_covers_ik_llama_cpp_types():
 
 
 def test_unsupported_type_is_a_clear_error():
-    raw = np.zeros(quant_type("IQ2_K").type_size, np.uint8)
-    with pytest.raises(UnsupportedTypeError, match="IQ2_K in tensor blk.0.x cannot be dequantized"):
-        dequantize("IQ2_K", raw, (256, 1), "blk.0.x")
+    raw = np.zeros(quant_type("Q8_K64").type_size, np.uint8)
+    with pytest.raises(UnsupportedTypeError, match="Q8_K64 in tensor blk.0.x cannot be dequantized"):
+        dequantize("Q8_K64", raw, (64, 1), "blk.0.x")
     with pytest.raises(UnsupportedTypeError, match="row size 40 not divisible by block size 32 for Q4_0"):
         dequantize("Q4_0", np.zeros(18, np.uint8), (40, 1))
