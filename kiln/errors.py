@@ -41,3 +41,7 @@ class OptionError(KilnError):
 
 class NumericalError(KilnError):
     """A NaN or Inf appeared in the computation."""
+
+
+class QuantizeError(KilnError):
+    """Values cannot be quantized as asked (missing imatrix, wrong imatrix size, bad input)."""

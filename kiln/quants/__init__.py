@@ -1,6 +1,6 @@
 """Quant types: the registry (id, name, block size, bytes per block) and one module per family
-with dequantize (and, later, quantize and repack)."""
+with dequantize, quantize and repack."""
 
-from .registry import QUANT_TYPES, QuantType, dequantize, quant_type
+from .registry import QUANT_TYPES, REQUIRES_IMATRIX, QuantType, dequantize, quant_type, quantize, repack
 
-__all__ = ["QUANT_TYPES", "QuantType", "dequantize", "quant_type"]
+__all__ = ["QUANT_TYPES", "REQUIRES_IMATRIX", "QuantType", "dequantize", "quant_type", "quantize", "repack"]
