@@ -7,6 +7,7 @@ traceback, and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from .errors import KilnError
@@ -21,21 +22,22 @@ def _add_model_flags(p: argparse.ArgumentParser, model_required: bool = False) -
     g.add_argument("-ub", "--ubatch-size", dest="ubatch_size", type=int, default=512, help="physical batch size for prompt processing")
     g.add_argument("-t", "--threads", dest="threads", type=int, default=0, help="CPU threads (0: all cores)")
     g.add_argument("-tb", "--threads-batch", dest="threads_batch", type=int, default=0, help="CPU threads for batches")
-    g.add_argument("-ctk", "--cache-type-k", dest="cache_type_k", default="f16", help="K cache type: f32, f16, bf16")
-    g.add_argument("-ctv", "--cache-type-v", dest="cache_type_v", default="f16", help="V cache type: f32, f16, bf16")
+    g.add_argument("-ctk", "--cache-type-k", dest="cache_type_k", default="f16", help="K cache type (the latent cache with MLA): f32, f16, bf16, q8_0")
+    g.add_argument("-ctv", "--cache-type-v", dest="cache_type_v", default="f16", help="V cache type: f32, f16, bf16, q8_0")
     g.add_argument("--no-mmap", dest="no_mmap", action="store_true", help="read the weights into memory instead of mapping the file")
+    m = p.add_argument_group("attention and experts")
+    m.add_argument("-mla", "--mla-use", dest="mla", type=int, default=3, help="MLA mode for DeepSeek models: 0, 1, 2, 3 (default 3; see docs/moe.md)")
+    m.add_argument("-amb", "--attention-max-batch", dest="attn_max_batch", type=int, default=256, help="max MiB of K*Q per attention chunk (0: no limit)")
+    m.add_argument("-fmoe", "--fused-moe", dest="fused_moe", action="store_true", default=True, help="fuse the experts' up and gate products (default on)")
+    m.add_argument("-no-fmoe", "--no-fused-moe", dest="fused_moe", action="store_false")
+    m.add_argument("-ser", "--smart-expert-reduction", dest="ser", help="K,T: keep at least K experts, skip the others scoring below T x the best")
+    m.add_argument("-fa", "--flash-attn", dest="flash_attn", nargs="?", const="on", default="on", help="accepted; kiln's attention is always exact")
     c = p.add_argument_group("accepted for ik_llama.cpp compatibility (not acted on by this version)")
     c.add_argument("-ngl", "--gpu-layers", "--n-gpu-layers", dest="n_gpu_layers", type=int, default=0)
     c.add_argument("-ot", "--override-tensor", dest="override_tensor", action="append", default=[])
     c.add_argument("-ts", "--tensor-split", dest="tensor_split")
     c.add_argument("-mg", "--main-gpu", dest="main_gpu", type=int, default=0)
     c.add_argument("-sm", "--split-mode", dest="split_mode")
-    c.add_argument("-fa", "--flash-attn", dest="flash_attn", nargs="?", const="on", default="off")
-    c.add_argument("-mla", "--mla-use", dest="mla", type=int, default=0)
-    c.add_argument("-amb", "--attention-max-batch", dest="attn_max_batch", type=int, default=0)
-    c.add_argument("-fmoe", "--fused-moe", dest="fused_moe", action="store_true")
-    c.add_argument("-no-fmoe", "--no-fused-moe", dest="fused_moe", action="store_false")
-    c.add_argument("-ser", "--smart-expert-reduction", dest="ser")
     c.add_argument("-rtr", "--run-time-repack", dest="run_time_repack", action="store_true")
     c.add_argument("-op", "--offload-policy", dest="offload_policy", action="append", default=[])
 
@@ -77,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert = sub.add_parser("convert", help="convert a Hugging Face checkpoint to GGUF", allow_abbrev=False)
     convert.add_argument("inputs", nargs=2, metavar=("HF_DIR", "OUT_GGUF"))
     convert.add_argument("--outtype", dest="outtype", default="f16", choices=["f32", "f16", "bf16"])
+    convert.add_argument(
+        "--mla-convention",
+        dest="mla_convention",
+        default="ik",
+        choices=["ik", "mainline-old", "mainline-new"],
+        help="DeepSeek MLA tensors to write: ik (kv_b, k_b, v_b), mainline-old (kv_b), mainline-new (k_b, v_b)",
+    )
     return parser
 
 
@@ -88,9 +97,24 @@ def parse_options(argv: list[str]) -> tuple[str, Options]:
     return command, Options(**ns)
 
 
+class _StderrHandler(logging.Handler):
+    """Log lines (model loading, KV cache size) to the current sys.stderr, like ik_llama.cpp's."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def _log_to_stderr() -> None:
+    root = logging.getLogger("kiln")
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        root.addHandler(_StderrHandler())
+    root.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command, options = parse_options(argv)
+    _log_to_stderr()
     try:
         options.validate()
         ignored = options.ignored_flags()

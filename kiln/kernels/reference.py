@@ -87,6 +87,31 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, neox: bool) -> t
     return torch.cat([out, rest], dim=-1) if rest.numel() else out
 
 
+class AttentionStats:
+    """The largest K*Q score buffer attention has made since `reset()` (what -amb bounds)."""
+
+    def __init__(self) -> None:
+        self.peak_kq_bytes = 0
+
+    def reset(self) -> None:
+        self.peak_kq_bytes = 0
+
+    def record(self, nbytes: int) -> None:
+        self.peak_kq_bytes = max(self.peak_kq_bytes, nbytes)
+
+
+ATTENTION_STATS = AttentionStats()
+
+
+def heads_per_chunk(n_head: int, n_q: int, n_k: int, max_kq_bytes: int) -> int:
+    """How many heads fit in one K*Q chunk of at most `max_kq_bytes` (f32 scores; at least
+    one head; all of them when there is no limit)."""
+    if max_kq_bytes <= 0:
+        return n_head
+    per_head = n_q * n_k * 4
+    return max(1, min(n_head, max_kq_bytes // max(1, per_head)))
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -96,30 +121,43 @@ def attention(
     scale: float,
     window: int = 0,
     softcap: float = 0.0,
+    max_kq_bytes: int = 0,
 ) -> torch.Tensor:
     """Causal multi-head attention with grouped KV heads.
 
     q [n_q, n_head, d], k/v [n_k, n_head_kv, d(v)], positions of each row;
     key j is visible to query i when k_pos[j] <= q_pos[i] and, with a sliding
     window, q_pos[i] - k_pos[j] < window. Returns [n_q, n_head, dv].
+    The heads are processed in chunks whose f32 score matrix K*Q stays within
+    `max_kq_bytes` (0: all heads at once), as ik_llama.cpp's -amb does.
     """
-    n_head, n_head_kv = q.shape[1], k.shape[1]
+    n_q, n_head = q.shape[0], q.shape[1]
+    n_k, n_head_kv = k.shape[0], k.shape[1]
+    group = n_head // n_head_kv
     visible = k_pos[None, :] <= q_pos[:, None]
     if window > 0:
         visible &= (q_pos[:, None] - k_pos[None, :]) < window
+    mask = torch.zeros(visible.shape, dtype=torch.float32).masked_fill_(~visible, float("-inf"))
     qh = q.transpose(0, 1).float()  # [h, n_q, d]
-    kh = k.transpose(0, 1).float()
+    kh = k.transpose(0, 1).float()  # [h_kv, n_k, d]
     vh = v.transpose(0, 1).float()
-    if n_head != n_head_kv:
-        kh = kh.repeat_interleave(n_head // n_head_kv, dim=0)
-        vh = vh.repeat_interleave(n_head // n_head_kv, dim=0)
-    if softcap:
-        scores = (qh @ kh.transpose(1, 2)) * scale
-        scores = softcap * torch.tanh(scores / softcap)
-        scores = scores.masked_fill(~visible, float("-inf"))
-        out = torch.softmax(scores, dim=-1) @ vh
-    else:
-        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=visible, scale=scale)
+    step = heads_per_chunk(n_head, n_q, n_k, max_kq_bytes)
+    if step > group:
+        step -= step % group  # whole groups of heads that share a KV head
+    out = torch.empty((n_head, n_q, v.shape[-1]), dtype=torch.float32)
+    for h0 in range(0, n_head, step):
+        h1 = min(n_head, h0 + step)
+        g0, g1 = h0 // group, (h1 - 1) // group + 1
+        # the query heads of one KV head are stacked as rows, so K and V are never copied per head
+        qc = qh[h0:h1].reshape(g1 - g0, -1, qh.shape[-1])
+        scores = torch.bmm(qc, kh[g0:g1].transpose(1, 2)).view(h1 - h0, n_q, n_k)
+        ATTENTION_STATS.record(scores.numel() * scores.element_size())
+        scores *= scale
+        if softcap:
+            scores = softcap * torch.tanh(scores / softcap)
+        scores += mask
+        probs = torch.softmax(scores, dim=-1)
+        out[h0:h1] = torch.bmm(probs.view(g1 - g0, -1, n_k), vh[g0:g1]).view(h1 - h0, n_q, -1)
     return out.transpose(0, 1)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..quants import dequantize, quant_type
+from ..quants import dequantize, quant_type, quantize
 
 
 @dataclass(eq=False)
@@ -49,6 +49,27 @@ class QTensor:
                 t = t.to(dtype)
             self._dense[dtype] = t
         return t
+
+    def matrix(self, i: int) -> torch.Tensor:
+        """The i-th 2D matrix of a 3D tensor (an expert), float32 [out, in]; dequantized on
+        first use and kept, so experts that are never routed to are never expanded."""
+        if len(self.shape) != 3:
+            raise ValueError(f"{self.name} is not a 3D tensor")
+        key = ("matrix", i)
+        t = self._dense.get(key)
+        if t is None:
+            per = self.nbytes // self.shape[2]
+            raw = self.raw.reshape(-1)[i * per : (i + 1) * per]
+            t = torch.from_numpy(dequantize(self.type_id, raw, self.shape[:2], f"{self.name}[{i}]"))
+            self._dense[key] = t
+        return t
+
+    @classmethod
+    def from_float(cls, name: str, values: torch.Tensor, type_name: str = "F32") -> QTensor:
+        """A tensor made at load time (torch order values), stored in `type_name`."""
+        x = values.detach().float().contiguous().numpy()
+        raw = quantize(type_name, x, None, name)
+        return cls(name, raw, quant_type(type_name).id, tuple(reversed(x.shape)))
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows `ids` of a 2D tensor (an embedding lookup), as float32."""

@@ -33,6 +33,23 @@ class HParams:
     sliding_window: int = 0
     final_logit_softcap: float = 0.0
     attn_logit_softcap: float = 0.0
+    # Mixture of experts (0 experts: a dense model)
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 0  # one routed expert's hidden size
+    n_ff_shexp: int = 0  # the shared expert's hidden size (0: n_ff_exp * n_expert_shared)
+    n_expert_shared: int = 0
+    n_layer_dense_lead: int = 0  # leading blocks with a dense FFN
+    expert_gating_func: int = 0  # 1 softmax, 2 sigmoid (ik_llama.cpp's ExpertGatingFuncType); 0 unset
+    expert_weights_norm: bool = False
+    expert_weights_scale: float = 0.0
+    n_expert_groups: int = 0
+    n_group_used: int = 0
+    nextn_predict_layers: int = 0  # trailing multi-token-prediction blocks, not run
+    # Multi-head latent attention (DeepSeek)
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    rope_yarn_log_mul: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,4 +126,22 @@ def read_hparams(metadata: Mapping[str, Any], source: str = "the model file") ->
         sliding_window=int(m.get("attention.sliding_window", 0) or 0),
         final_logit_softcap=float(m.get("final_logit_softcapping", 0.0) or 0.0),
         attn_logit_softcap=float(m.get("attn_logit_softcapping", 0.0) or 0.0),
+        n_expert=int(m.get("expert_count", 0) or 0),
+        n_expert_used=int(m.get("expert_used_count", 0) or 0),
+        n_ff_exp=int(m.get("expert_feed_forward_length", 0) or 0),
+        n_ff_shexp=int(m.get("expert_shared_feed_forward_length", 0) or 0),
+        n_expert_shared=int(m.get("expert_shared_count", 0) or 0),
+        n_layer_dense_lead=int(m.get("leading_dense_block_count", 0) or 0),
+        expert_gating_func=int(m.get("expert_gating_func", 0) or 0),
+        expert_weights_norm=bool(m.get("expert_weights_norm", False)),
+        expert_weights_scale=float(m.get("expert_weights_scale", 0.0) or 0.0),
+        n_expert_groups=int(m.get("expert_group_count", 0) or 0),
+        n_group_used=int(m.get("expert_group_used_count", 0) or 0),
+        nextn_predict_layers=int(m.get("nextn_predict_layers", 0) or 0),
+        q_lora_rank=int(m.get("attention.q_lora_rank", 0) or 0),
+        kv_lora_rank=int(m.get("attention.kv_lora_rank", 0) or 0),
+        rope_yarn_log_mul=float(m.get("rope.scaling.yarn_log_multiplier", 0.0) or 0.0),
+        extra={
+            k: m.get(k) for k in ("attention.key_length_mla", "attention.value_length_mla") if m.get(k) is not None
+        },
     )

@@ -17,6 +17,7 @@ from ..errors import ModelError, NumericalError
 from ..kernels import dispatch
 from ..kernels.weights import QTensor
 from .hparams import HParams
+from .settings import ComputeSettings
 
 
 class TensorSource(Protocol):
@@ -106,8 +107,10 @@ class Attention:
         rope: RopeConfig,
         scale: float | None = None,
         window: int = 0,
+        max_kq_bytes: int = 0,
     ):
         self.layer = layer
+        self.max_kq_bytes = max_kq_bytes
         self.n_head = hp.n_head[layer]
         self.n_head_kv = hp.n_head_kv[layer]
         self.head_dim = hp.head_dim_k
@@ -141,17 +144,19 @@ class Attention:
         q = dispatch.rope(q, cos, sin, self.rope.neox)
         k = dispatch.rope(k, cos, sin, self.rope.neox)
         k_all, v_all, k_pos = cache.append(self.layer, k, v)
-        out = dispatch.attention(q, k_all, v_all, positions, k_pos, self.scale, self.window, self.softcap)
+        out = dispatch.attention(
+            q, k_all, v_all, positions, k_pos, self.scale, self.window, self.softcap, self.max_kq_bytes
+        )
         return dispatch.linear(out.reshape(n, self.n_head * self.head_dim_v), self.wo, self.bo)
 
 
 class GatedFFN:
     """down(act(gate(x)) * up(x))."""
 
-    def __init__(self, tensors: TensorSource, prefix: str, act: Callable = dispatch.silu_gate):
-        self.gate = tensors.get(f"{prefix}.ffn_gate.weight")
-        self.up = tensors.get(f"{prefix}.ffn_up.weight")
-        self.down = tensors.get(f"{prefix}.ffn_down.weight")
+    def __init__(self, tensors: TensorSource, prefix: str, act: Callable = dispatch.silu_gate, suffix: str = ""):
+        self.gate = tensors.get(f"{prefix}.ffn_gate{suffix}.weight")
+        self.up = tensors.get(f"{prefix}.ffn_up{suffix}.weight")
+        self.down = tensors.get(f"{prefix}.ffn_down{suffix}.weight")
         self.act = act
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,13 +170,24 @@ class CausalLM:
     and may override `embed`.
     """
 
-    def __init__(self, hp: HParams, tensors: TensorSource):
+    def __init__(self, hp: HParams, tensors: TensorSource, settings: ComputeSettings | None = None):
         self.hp = hp
+        self.settings = settings or ComputeSettings()
         self.tok_embd = tensors.get("token_embd.weight")
         self.output_norm = vector(tensors.get("output_norm.weight"))
         self.output = tensors.get("output.weight", required=False) or self.tok_embd
         self.freq_factors = vector(tensors.get("rope_freqs.weight", required=False))
-        self.blocks = [self.make_block(tensors, il) for il in range(hp.n_layer)]
+        self.prepare(tensors)
+        # trailing multi-token-prediction blocks (nextn) are loaded by nobody and never run
+        self.blocks = [self.make_block(tensors, il) for il in range(hp.n_layer - hp.nextn_predict_layers)]
+
+    def prepare(self, tensors: TensorSource) -> None:
+        """Work to do once before the blocks are built (derived tensors); none by default."""
+
+    def kv_row_sizes(self, layer: int) -> tuple[int, int]:
+        """Values per token that layer `layer` keeps in the K and V cache."""
+        hp = self.hp
+        return hp.n_head_kv[layer] * hp.head_dim_k, hp.n_head_kv[layer] * hp.head_dim_v
 
     def make_block(self, tensors: TensorSource, layer: int):
         raise NotImplementedError

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,10 +18,12 @@ from ..errors import ContextLimitError, KilnError
 from ..gguf.special_tokens import end_of_generation_ids
 from ..model import CausalLM, HParams, build_model, read_hparams
 from .default_model import default_model_path
-from .kv_cache import KVCache
+from .kv_cache import KVCache, bytes_per_value, check_row
 from .loader import GGUFTensors, open_model_file
 from .options import Options
 from .sampling import Sampler, SamplingParams
+
+log = logging.getLogger("kiln.runtime")
 
 
 class Engine:
@@ -34,6 +37,28 @@ class Engine:
         self.n_ctx = options.ctx_size or self.hparams.n_ctx_train
         self.cache = KVCache(self.hparams.n_layer, self.n_ctx, options.cache_type_k, options.cache_type_v)
         self.eog_ids = end_of_generation_ids(metadata)
+        rows = [model.kv_row_sizes(il) for il in range(len(model.blocks))]
+        for k_row, v_row in rows:
+            check_row(options.cache_type_k, k_row, "K")
+            if v_row:
+                check_row(options.cache_type_v, v_row, "V")
+        self.kv_bytes_k = int(sum(k for k, _ in rows) * self.n_ctx * bytes_per_value(options.cache_type_k))
+        self.kv_bytes_v = int(sum(v for _, v in rows) * self.n_ctx * bytes_per_value(options.cache_type_v))
+        self.latent_cache = all(v == 0 for _, v in rows)
+        log.info(self.kv_size_line())
+
+    def kv_size_line(self) -> str:
+        """The KV cache size at the full context, worded as ik_llama.cpp prints it."""
+        mib = 1024.0 * 1024.0
+        total = (self.kv_bytes_k + self.kv_bytes_v) / mib
+        tk, tv = self.options.cache_type_k, self.options.cache_type_v
+        prefix = "llama_new_context_with_model: KV self size  ="
+        if self.latent_cache:
+            return f"{prefix} {total:7.2f} MiB, c^KV ({tk}): {self.kv_bytes_k / mib:7.2f} MiB, kv^T: not used"
+        return (
+            f"{prefix} {total:7.2f} MiB, K ({tk}): {self.kv_bytes_k / mib:7.2f} MiB, "
+            f"V ({tv}): {self.kv_bytes_v / mib:7.2f} MiB"
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, options: Options | None = None) -> Engine:
@@ -45,7 +70,7 @@ class Engine:
         gguf = open_model_file(path)
         try:
             hp = read_hparams(gguf.metadata, str(path))
-            model = build_model(hp, GGUFTensors(gguf, copy=options.no_mmap), str(path))
+            model = build_model(hp, GGUFTensors(gguf, copy=options.no_mmap), str(path), options.compute_settings())
         except BaseException:
             gguf.close()
             raise

@@ -1,29 +1,106 @@
 """The KV cache: per sequence and layer, the keys and values of every token seen so far.
 
 Storage grows on demand up to the context size (`-c`) and is kept in the
-`-ctk`/`-ctv` type (f16 by default, as in llama.cpp); attention reads it back
-as float32.
+`-ctk`/`-ctv` type (f16 by default, as in llama.cpp; q8_0 stores blocks of 32
+values as int8 with one f16 scale, 34 bytes, as ggml's Q8_0); attention reads it
+back as float32. A layer may keep no V (the latent cache of MLA keeps one row per
+token in K).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..errors import ContextLimitError
+from ..errors import ContextLimitError, OptionError
 
 CACHE_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+Q8_BLOCK = 32
+
+
+def bytes_per_value(cache_type: str) -> float:
+    if cache_type == "q8_0":
+        return 34 / 32
+    return torch.empty((), dtype=CACHE_DTYPES[cache_type]).element_size()
+
+
+def check_row(cache_type: str, row: int, what: str) -> None:
+    if cache_type == "q8_0" and row % Q8_BLOCK:
+        raise OptionError(
+            f"a q8_0 {what} cache needs rows of a multiple of {Q8_BLOCK} values; this model's rows have {row}: "
+            "use f16 or bf16 for it"
+        )
+
+
+class RowStore:
+    """Rows [capacity, *shape] of one layer's K or V, in the cache type."""
+
+    def __init__(self, cache_type: str, n_ctx: int):
+        self.cache_type = cache_type
+        self.n_ctx = n_ctx
+        self.buf: torch.Tensor | None = None  # values, or int8 quants for q8_0
+        self.scales: torch.Tensor | None = None  # q8_0: f16 [capacity, n_blocks]
+        self.shape: tuple[int, ...] = ()
+
+    @property
+    def capacity(self) -> int:
+        return 0 if self.buf is None else self.buf.shape[0]
+
+    def write(self, start: int, new: torch.Tensor) -> None:
+        end = start + new.shape[0]
+        if self.buf is None or self.capacity < end:
+            self._grow(start, end, new.shape[1:])
+        if self.cache_type == "q8_0":
+            flat = new.float().reshape(new.shape[0], -1, Q8_BLOCK)
+            amax = flat.abs().amax(dim=-1)
+            d = amax / 127
+            inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
+            q = torch.round(flat * inv[..., None]).clamp_(-127, 127).to(torch.int8)
+            self.buf[start:end] = q.reshape(new.shape[0], -1)
+            self.scales[start:end] = d.to(torch.float16)
+        else:
+            self.buf[start:end] = new.reshape(new.shape[0], *self.shape).to(self.buf.dtype)
+
+    def read(self, end: int) -> torch.Tensor:
+        if self.cache_type == "q8_0":
+            q = self.buf[:end].reshape(end, -1, Q8_BLOCK).float()
+            return (q * self.scales[:end].float()[..., None]).reshape(end, *self.shape)
+        return self.buf[:end]
+
+    def _grow(self, keep: int, end: int, shape: tuple[int, ...]) -> None:
+        self.shape = tuple(shape)
+        capacity = min(self.n_ctx, max(end, 256, 2 * self.capacity))
+        row = 1
+        for d in shape:
+            row *= d
+        if self.cache_type == "q8_0":
+            buf = torch.empty((capacity, row), dtype=torch.int8)
+            scales = torch.empty((capacity, row // Q8_BLOCK), dtype=torch.float16)
+            if self.buf is not None:
+                buf[:keep] = self.buf[:keep]
+                scales[:keep] = self.scales[:keep]
+            self.buf, self.scales = buf, scales
+        else:
+            buf = torch.empty((capacity, *shape), dtype=CACHE_DTYPES[self.cache_type])
+            if self.buf is not None:
+                buf[:keep] = self.buf[:keep]
+            self.buf = buf
+
+    def nbytes(self) -> int:
+        n = 0
+        for t in (self.buf, self.scales):
+            if t is not None:
+                n += t.numel() * t.element_size()
+        return n
 
 
 class SequenceCache:
-    """One sequence: per-layer K/V buffers [capacity, n_head_kv, head_dim] and the token count."""
+    """One sequence: per-layer K/V rows and the token count."""
 
-    def __init__(self, n_layer: int, n_ctx: int, dtype_k: torch.dtype, dtype_v: torch.dtype):
+    def __init__(self, n_layer: int, n_ctx: int, type_k: str, type_v: str):
         self.n_layer = n_layer
         self.n_ctx = n_ctx
-        self.dtype_k = dtype_k
-        self.dtype_v = dtype_v
-        self.k: list[torch.Tensor | None] = [None] * n_layer
-        self.v: list[torch.Tensor | None] = [None] * n_layer
+        self.k = [RowStore(type_k, n_ctx) for _ in range(n_layer)]
+        self.v = [RowStore(type_v, n_ctx) for _ in range(n_layer)]
         self.n_past = 0  # tokens committed to the cache
         self.tokens: list[int] = []  # their ids, for re-using a common prefix
         self._start = 0  # position of the first token of the batch being evaluated
@@ -52,26 +129,17 @@ class SequenceCache:
         self.n_past = max(0, min(n, self.n_past))
         del self.tokens[self.n_past :]
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor | None):
+        """Store the new tokens' k (and v, unless None); return all keys, values (None when
+        the layer keeps none) and their positions."""
         end = self._start + k.shape[0]
-        self.k[layer] = self._store(self.k[layer], k, self.dtype_k, end)
-        self.v[layer] = self._store(self.v[layer], v, self.dtype_v, end)
-        k_all = self.k[layer][:end]
-        v_all = self.v[layer][:end]
-        return k_all, v_all, torch.arange(end)
-
-    def _store(self, buf: torch.Tensor | None, new: torch.Tensor, dtype: torch.dtype, end: int) -> torch.Tensor:
-        if buf is None or buf.shape[0] < end:
-            capacity = min(self.n_ctx, max(end, 256, 2 * (buf.shape[0] if buf is not None else 0)))
-            grown = torch.empty((capacity, *new.shape[1:]), dtype=dtype)
-            if buf is not None:
-                grown[: self._start] = buf[: self._start]
-            buf = grown
-        buf[self._start : end] = new.to(dtype)
-        return buf
+        self.k[layer].write(self._start, k)
+        if v is not None:
+            self.v[layer].write(self._start, v)
+        return self.k[layer].read(end), (self.v[layer].read(end) if v is not None else None), torch.arange(end)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.k + self.v if t is not None)
+        return sum(s.nbytes() for s in self.k + self.v)
 
 
 class KVCache:
@@ -80,14 +148,14 @@ class KVCache:
     def __init__(self, n_layer: int, n_ctx: int, type_k: str = "f16", type_v: str = "f16"):
         self.n_layer = n_layer
         self.n_ctx = n_ctx
-        self.dtype_k = CACHE_DTYPES[type_k]
-        self.dtype_v = CACHE_DTYPES[type_v]
+        self.type_k = type_k
+        self.type_v = type_v
         self.sequences: dict[int, SequenceCache] = {}
 
     def seq(self, seq_id: int) -> SequenceCache:
         s = self.sequences.get(seq_id)
         if s is None:
-            s = self.sequences[seq_id] = SequenceCache(self.n_layer, self.n_ctx, self.dtype_k, self.dtype_v)
+            s = self.sequences[seq_id] = SequenceCache(self.n_layer, self.n_ctx, self.type_k, self.type_v)
         return s
 
     def clear(self, seq_id: int | None = None) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from ..errors import OptionError
+from ..model.settings import MIB, ComputeSettings
 
-KV_CACHE_TYPES = ("f32", "f16", "bf16")
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0")
 
 
 @dataclass
@@ -44,16 +45,18 @@ class Options:
     tensor_split: str | None = None  # -ts
     main_gpu: int = 0  # -mg
     split_mode: str | None = None  # -sm
-    flash_attn: bool = False  # -fa
-    mla: int = 0  # -mla
-    attn_max_batch: int = 0  # -amb
-    fused_moe: bool = False  # -fmoe
-    ser: str | None = None  # -ser
+    flash_attn: bool = True  # -fa (accepted; kiln's attention is exact either way)
+    # attention and experts (ik_llama.cpp's defaults)
+    mla: int = 3  # -mla
+    attn_max_batch: float = 256  # -amb, MiB (the Python API takes fractions of a MiB)
+    fused_moe: bool = True  # -fmoe
+    ser: str | None = None  # -ser K,T
     run_time_repack: bool = False  # -rtr
     offload_policy: list[str] = field(default_factory=list)  # -op
     # tools
     inputs: list[str] = field(default_factory=list)  # positional arguments of a tool (files, directories)
     outtype: str = "f16"  # convert --outtype
+    mla_convention: str = "ik"  # convert --mla-convention
     system_prompt: str | None = None  # chat -sys
     chat_template: str | None = None  # chat --chat-template (a Jinja template overriding the file's)
     json: bool = False  # --json: machine-readable output
@@ -73,6 +76,33 @@ class Options:
             raise OptionError(f"--temp {self.temp}: must be >= 0 (0 is greedy)")
         if not 0.0 <= self.top_p <= 1.0 or not 0.0 <= self.min_p <= 1.0:
             raise OptionError("--top-p and --min-p must lie between 0 and 1")
+        if self.mla not in (0, 1, 2, 3):
+            raise OptionError(f"-mla {self.mla}: use 0 (no MLA), 1, 2 or 3 (latent cache; see docs/moe.md)")
+        if self.attn_max_batch < 0:
+            raise OptionError(f"-amb {self.attn_max_batch}: must be >= 0 MiB (0: no limit)")
+        self.ser_values()
+
+    def ser_values(self) -> tuple[int, float]:
+        """-ser K,T as (K, T); (-1, 0.0) when not set."""
+        if self.ser is None:
+            return -1, 0.0
+        try:
+            k, t = str(self.ser).split(",")
+            return int(k), float(t)
+        except ValueError:
+            raise OptionError(f"-ser {self.ser}: expected K,T (e.g. -ser 6,0.5: keep at least 6 experts)") from None
+
+    def compute_settings(self) -> ComputeSettings:
+        """The `ComputeSettings` the model layer reads."""
+        k, t = self.ser_values()
+        return ComputeSettings(
+            mla=self.mla,
+            attn_max_bytes=int(self.attn_max_batch * MIB),
+            fused_moe=self.fused_moe,
+            ser_min_experts=k,
+            ser_threshold=t,
+            flash_attn=self.flash_attn,
+        )
 
     def ignored_flags(self) -> list[str]:
         """Flags set to a non-default value that this version of kiln accepts but does not act on."""
@@ -82,11 +112,6 @@ class Options:
             "tensor_split": "-ts",
             "main_gpu": "-mg",
             "split_mode": "-sm",
-            "flash_attn": "-fa",
-            "mla": "-mla",
-            "attn_max_batch": "-amb",
-            "fused_moe": "-fmoe",
-            "ser": "-ser",
             "run_time_repack": "-rtr",
             "offload_policy": "-op",
         }

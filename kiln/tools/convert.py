@@ -10,12 +10,19 @@ permutation, gemma's norm +1), tensor types (2-D weights in the chosen type,
 1-D tensors and norms in F32) and metadata keys with the same value types.
 Supported: LlamaForCausalLM (llama), Qwen2ForCausalLM (qwen2),
 Qwen3ForCausalLM (qwen3), Gemma3ForCausalLM and the text part of
-Gemma3ForConditionalGeneration (gemma3).
+Gemma3ForConditionalGeneration (gemma3), and the Mixture-of-Experts models
+DeepseekV2ForCausalLM and DeepseekV3ForCausalLM (deepseek2, MLA tensors in one
+of three conventions, see `convert_moe`), Qwen3MoeForCausalLM (qwen3moe) and
+Glm4MoeForCausalLM (glm4moe), written as ik_llama.cpp's converter writes them.
+Block-scaled fp8 checkpoints (DeepSeek's own) are dequantized to bf16 while
+read (`convert_fp8`).
 
 Tensors are read one at a time while the file is written, so memory holds one
-tensor, not the model. The file is written under a temporary name and renamed
-when complete. Details per part: `convert_arch` (names, keys,
-transformations), `convert_vocab` (tokenizer), `convert_pretok`
+tensor, not the model (for a MoE model: one layer's stacked experts of one
+projection, each expert encoded as it is read). The file is written under a
+temporary name and renamed when complete. Details per part: `convert_arch`
+(names, keys, transformations), `convert_moe` (the MoE architectures),
+`convert_fp8` (fp8 checkpoints), `convert_vocab` (tokenizer), `convert_pretok`
 (tokenizer.ggml.pre).
 """
 
@@ -34,6 +41,7 @@ import torch
 
 from ..errors import ConvertError
 from ..gguf import GGUFWriter, ValueType
+from . import convert_moe
 from .convert_arch import (
     Arch,
     HParams,
@@ -43,6 +51,7 @@ from .convert_arch import (
     pick_architecture,
     transform,
 )
+from .convert_fp8 import DEFAULT_BLOCK, SCALE_SUFFIX, check_pair, dequantize, is_fp8, quantization
 from .convert_vocab import TokenizerFiles, Vocab, build_vocab
 
 log = logging.getLogger("kiln.convert")
@@ -68,10 +77,12 @@ class _Source:
 class Checkpoint:
     """The safetensors files of a checkpoint directory, listed without reading tensor data."""
 
-    def __init__(self, hf_dir: Path):
+    def __init__(self, hf_dir: Path, fp8_block: tuple[int, int] | None = None):
         from safetensors import safe_open
 
         self.dir = hf_dir
+        self.fp8_block = fp8_block or DEFAULT_BLOCK
+        self.scales: dict[str, _Source] = {}  # fp8 weight name -> its _scale_inv
         files = sorted(
             p for p in hf_dir.iterdir() if p.name.startswith("model") and p.name.endswith(".safetensors")
         )
@@ -124,23 +135,64 @@ class Checkpoint:
             raise ConvertError(
                 f"{index_path}: lists other tensors than the shards hold (e.g. {diff[0]}); download the files again"
             )
+        self._pair_fp8_scales()
+
+    def _pair_fp8_scales(self) -> None:
+        """Move each `W_scale_inv` out of the tensor list, next to its fp8 weight `W`."""
+        for name in [n for n in self.tensors if n.endswith(SCALE_SUFFIX)]:
+            weight = self.tensors.get(name[: -len(SCALE_SUFFIX)])
+            if weight is None:
+                raise ConvertError(
+                    f"tensor {name} scales {name[: -len(SCALE_SUFFIX)]}, which the checkpoint does not have"
+                )
+            if not is_fp8(weight.dtype):
+                raise ConvertError(f"tensor {name} scales {weight.name}, which is {weight.dtype}, not fp8")
+            check_pair(weight.name, weight.shape, self.tensors[name].shape, self.fp8_block)
+            self.scales[weight.name] = self.tensors.pop(name)
+        for src in self.tensors.values():
+            if is_fp8(src.dtype) and src.name not in self.scales:
+                raise ConvertError(
+                    f"tensor {src.name} is {src.dtype} without a {src.name}{SCALE_SUFFIX}; kiln convert reads "
+                    "block-scaled fp8 checkpoints only"
+                )
+
+    def check_dtype(self, src: _Source) -> None:
+        if src.dtype not in _FLOAT_DTYPES and src.name not in self.scales:
+            raise ConvertError(
+                f"tensor {src.name} has dtype {src.dtype}; kiln convert reads f32/f16/bf16 checkpoints and "
+                "block-scaled fp8 ones, not other quantized ones"
+            )
 
     def load(self, src: _Source) -> torch.Tensor:
+        """The tensor as stored; an fp8 weight dequantized to bf16."""
         from safetensors import safe_open
 
         with safe_open(src.path, framework="pt", device="cpu") as f:
-            return f.get_tensor(src.name)
+            t = f.get_tensor(src.name)
+        scale = self.scales.get(src.name)
+        if scale is not None:
+            with safe_open(scale.path, framework="pt", device="cpu") as f:
+                t = dequantize(t, f.get_tensor(scale.name), self.fp8_block)
+        return t
 
 
-def convert(hf_dir, out_path, outtype: str = "f16") -> Path:
+def convert(hf_dir, out_path, outtype: str = "f16", mla_convention: str = "ik") -> Path:
     """Convert the Hugging Face checkpoint in `hf_dir` to a GGUF file at `out_path`; returns its path.
 
     `outtype`: f32, f16 or bf16, the type of the 2-D weights (1-D tensors stay F32).
+    `mla_convention` (deepseek2 only): ik (attn_kv_b, attn_k_b and attn_v_b, as ik_llama.cpp's
+    converter writes), mainline-old (attn_kv_b only) or mainline-new (3-D attn_k_b/attn_v_b
+    and the MQA form of the attention keys, as llama.cpp's current converter writes).
     When `out_path` is an existing directory, the file is named after the model inside it.
     """
     hf_dir = Path(hf_dir)
     if outtype not in OUTTYPES:
         raise ConvertError(f"--outtype {outtype!r} is not supported; use one of {', '.join(OUTTYPES)}")
+    if mla_convention not in convert_moe.MLA_CONVENTIONS:
+        raise ConvertError(
+            f"--mla-convention {mla_convention!r} is not supported; use one of "
+            f"{', '.join(convert_moe.MLA_CONVENTIONS)}"
+        )
     if not hf_dir.is_dir():
         raise ConvertError(f"{hf_dir}: no such directory; give the directory of a Hugging Face checkpoint")
     config_path = hf_dir / "config.json"
@@ -154,16 +206,20 @@ def convert(hf_dir, out_path, outtype: str = "f16") -> Path:
         raise ConvertError(f"{config_path}: is not a JSON object; download it again")
     hp = HParams(config, str(config_path))
     arch = pick_architecture(hp)
-    if hp.get("quantization_config"):
-        method = hp.get("quantization_config").get("quant_method", "?")
-        raise ConvertError(
-            f"{config_path}: the checkpoint is quantized ({method}); convert the original f32/f16/bf16 weights"
-        )
+    fp8_block = quantization(hp.cfg, str(config_path))
     type_id, file_type = OUTTYPES[outtype]
-    checkpoint = Checkpoint(hf_dir)
+    checkpoint = Checkpoint(hf_dir, fp8_block)
     files = TokenizerFiles(hf_dir, hp.cfg)
     vocab = build_vocab(files, hp.get("vocab_size"))
-    tensors = _plan_tensors(arch, hp, checkpoint, type_id, _embedding_rows(arch, vocab))
+    if arch.moe:
+        layout = convert_moe.layout(arch, hp, checkpoint.tensors)
+        tensors = _plan_moe_tensors(arch, hp, checkpoint, type_id, layout, mla_convention)
+        arch_meta = convert_moe.moe_metadata(arch, hp, file_type, layout, mla_convention)
+        if arch.name == "glm4moe":
+            convert_moe.glm_special_tokens(vocab.tokens, vocab.special_ids)
+    else:
+        tensors = _plan_tensors(arch, hp, checkpoint, type_id, _embedding_rows(arch, vocab))
+        arch_meta = arch_metadata(arch, hp, file_type, files.tokenizer_config or {})
 
     out = Path(out_path)
     if out.is_dir():
@@ -171,8 +227,8 @@ def convert(hf_dir, out_path, outtype: str = "f16") -> Path:
     w = GGUFWriter(out)
     w.add("general.architecture", arch.name, ValueType.STRING)
     w.add("general.type", "model", ValueType.STRING)
-    _general_metadata(w, hp, hf_dir, sum(math.prod(t[1]) for t in tensors))
-    for key, value, vtype in arch_metadata(arch, hp, file_type, files.tokenizer_config or {}):
+    _general_metadata(w, hp, hf_dir, _size_label(tensors))
+    for key, value, vtype in arch_meta:
         w.add(key, value, vtype)
     vocab.write(w)
     if arch.name == "gemma3" and vocab.model == "llama":
@@ -207,10 +263,7 @@ def _plan_tensors(arch: Arch, hp: HParams, ckpt: Checkpoint, type_id: int, vocab
                 f"tensors {seen[gguf_name]} and {src.name} both map to {gguf_name}; check the checkpoint"
             )
         seen[gguf_name] = src.name
-        if src.dtype not in _FLOAT_DTYPES:
-            raise ConvertError(
-                f"tensor {src.name} has dtype {src.dtype}; kiln convert reads f32/f16/bf16 checkpoints, not quantized ones"
-            )
+        ckpt.check_dtype(src)
         shape = list(src.shape)
         if vocab_rows is not None and "embed_tokens.weight" in src.name and shape and shape[0] > vocab_rows:
             shape[0] = vocab_rows
@@ -234,6 +287,41 @@ def _plan_tensors(arch: Arch, hp: HParams, ckpt: Checkpoint, type_id: int, vocab
     return planned
 
 
+def _plan_moe_tensors(arch: Arch, hp: HParams, ckpt: Checkpoint, type_id: int, layout, mla: str):
+    """(gguf name, ggml shape, type id, source callable) of a MoE checkpoint, from convert_moe's plan."""
+    for src in ckpt.tensors.values():
+        ckpt.check_dtype(src)
+    shapes = {name: src.shape for name, src in ckpt.tensors.items()}
+    planned = []
+    for p in convert_moe.plan_tensors(arch, hp, shapes, layout, mla):
+        out_type = F32 if p.f32 else type_id
+        planned.append((p.name, tuple(reversed(p.shape)), out_type, _moe_loader(ckpt, p, out_type)))
+    return planned
+
+
+def _moe_loader(ckpt: Checkpoint, p: convert_moe.Planned, out_type: int):
+    def load() -> np.ndarray:
+        if len(p.sources) > 1:  # experts: encoded one by one into the stacked result
+            out = None
+            for i, name in enumerate(p.sources):
+                part = _encode(_as_float(ckpt.load(ckpt.tensors[name])), out_type)
+                if out is None:
+                    out = np.empty((len(p.sources), *part.shape), part.dtype)
+                out[i] = part
+            return out.reshape(p.shape)
+        t = _as_float(ckpt.load(ckpt.tensors[p.sources[0]]))
+        if p.build is not None:
+            t = p.build([t])
+        return _encode(t.reshape(p.shape), out_type)
+
+    return load
+
+
+def _as_float(t: torch.Tensor) -> torch.Tensor:
+    """f16 and f32 as they are, anything else (bf16, f64) as f32, as llama.cpp's converter does."""
+    return t if t.dtype in (torch.float16, torch.float32) else t.to(torch.float32)
+
+
 def _constant(t: torch.Tensor) -> Callable[[], np.ndarray]:
     return lambda: t.numpy().astype(np.float32)
 
@@ -242,9 +330,7 @@ def _loader(
     ckpt: Checkpoint, src: _Source, arch: Arch, hp: HParams, vocab_rows, out_type: int, shape: list[int]
 ):
     def load() -> np.ndarray:
-        t = ckpt.load(src)
-        if t.dtype not in (torch.float16, torch.float32):
-            t = t.to(torch.float32)
+        t = _as_float(ckpt.load(src))
         t = transform(arch, hp, src.name, t, vocab_rows).reshape(shape)
         return _encode(t, out_type)
 
@@ -272,8 +358,26 @@ def bf16_bits(a: np.ndarray) -> np.ndarray:
 # ----- general.* -----
 
 
-def _general_metadata(w: GGUFWriter, hp: HParams, hf_dir: Path, n_params: int) -> None:
-    """general.name (and organization) from _name_or_path or the directory name, size_label from the count."""
+def _size_label(tensors) -> str | None:
+    """gguf-py's size label: 135M for a dense model, 8x1.2M (experts x parameters per token path) for MoE."""
+    total = shared = expert = expert_sum = n_expert_tensors = 0
+    for name, ggml_shape, *_ in tensors:
+        size = math.prod(ggml_shape)
+        if "_exps." in name:
+            count = ggml_shape[1 if ".bias" in name else 2]
+            expert += size // count
+            expert_sum += count
+            n_expert_tensors += 1
+        else:
+            shared += size
+        total += size
+    if n_expert_tensors:
+        return f"{expert_sum // n_expert_tensors}x{size_label(shared + expert)}"
+    return size_label(total) if total > 0 else None
+
+
+def _general_metadata(w: GGUFWriter, hp: HParams, hf_dir: Path, label: str | None) -> None:
+    """general.name (and organization) from _name_or_path or the directory name, and the size label."""
     model_id = hp.raw.get("_name_or_path")
     if not isinstance(model_id, str) or not model_id or model_id.count("/") > 1 or " " in model_id:
         model_id = hf_dir.resolve().name
@@ -281,8 +385,8 @@ def _general_metadata(w: GGUFWriter, hp: HParams, hf_dir: Path, n_params: int) -
     w.add("general.name", _title(name), ValueType.STRING)
     if org and not org.startswith("."):
         w.add("general.organization", _title(org), ValueType.STRING)
-    if n_params > 0:
-        w.add("general.size_label", size_label(n_params), ValueType.STRING)
+    if label:
+        w.add("general.size_label", label, ValueType.STRING)
 
 
 def _title(s: str) -> str:

@@ -14,6 +14,10 @@ types, tensor names, transformations):
 
 Counts and lengths are UINT32, epsilons/bases/factors FLOAT32, as gguf-py's
 writer types them.
+
+The Mixture-of-Experts architectures (deepseek2, qwen3moe, glm4moe) share
+`HParams`, `Arch` and the architecture list with these, and keep their names,
+keys and tensor plans in `convert_moe`.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ class Arch:
     permute_qk: bool = False
     norm_shift: float = 0.0
     post_norms: bool = False  # gemma: post_attention_layernorm is a post-norm, not the ffn norm
+    moe: bool = False  # names, keys and tensors from convert_moe
 
     def layer_name(self, inner: str) -> str | None:
         if self.post_norms:
@@ -123,6 +128,10 @@ ARCHITECTURES = {
     "Qwen3ForCausalLM": Arch("qwen3"),
     "Gemma3ForCausalLM": Arch("gemma3", norm_shift=1.0, post_norms=True),
     "Gemma3ForConditionalGeneration": Arch("gemma3", norm_shift=1.0, post_norms=True),
+    "DeepseekV2ForCausalLM": Arch("deepseek2", moe=True),
+    "DeepseekV3ForCausalLM": Arch("deepseek2", moe=True),
+    "Qwen3MoeForCausalLM": Arch("qwen3moe", moe=True),
+    "Glm4MoeForCausalLM": Arch("glm4moe", moe=True),
 }
 
 

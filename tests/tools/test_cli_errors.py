@@ -14,7 +14,8 @@ from kiln.gguf import GGUFWriter, ValueType
 
 def _run(capsys, *argv):
     code = main(list(argv))
-    err = capsys.readouterr().err.strip().splitlines()
+    # log lines of a model that did load (the KV cache size) are not part of the error
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("llama_")]
     return code, err
 
 

@@ -37,7 +37,9 @@ class Gemma3Block:
             scale = 1.0 / math.sqrt(hp.head_dim_k)
         window = hp.sliding_window if sliding else 0
         self.attn_norm = vector(tensors.get(f"{p}.attn_norm.weight"))
-        self.attn = Attention(tensors, p, layer, hp, rope, scale=scale, window=window)
+        self.attn = Attention(
+            tensors, p, layer, hp, rope, scale=scale, window=window, max_kq_bytes=model.settings.attn_max_bytes
+        )
         self.attn_post_norm = vector(tensors.get(f"{p}.post_attention_norm.weight"))
         self.ffn_norm = vector(tensors.get(f"{p}.ffn_norm.weight"))
         self.ffn = GatedFFN(tensors, p, act=dispatch.gelu_gate)

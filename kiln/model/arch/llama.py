@@ -17,7 +17,14 @@ class LlamaBlock:
         hp, p = model.hp, f"blk.{layer}"
         self.eps = hp.norm_eps
         self.attn_norm = vector(tensors.get(f"{p}.attn_norm.weight"))
-        self.attn = Attention(tensors, p, layer, hp, RopeConfig.from_hparams(hp, neox=model.rope_neox))
+        self.attn = Attention(
+            tensors,
+            p,
+            layer,
+            hp,
+            RopeConfig.from_hparams(hp, neox=model.rope_neox),
+            max_kq_bytes=model.settings.attn_max_bytes,
+        )
         self.ffn_norm = vector(tensors.get(f"{p}.ffn_norm.weight"))
         self.ffn = GatedFFN(tensors, p)
 

@@ -1,0 +1,29 @@
+"""Qwen3 MoE (Qwen3-30B-A3B, Qwen3-235B-A22B, Qwen3-Coder-480B): the Qwen3 block (q/k norms,
+NeoX rope) with a routed-expert FFN: softmax gating, top-k weights renormalized (ik_llama.cpp
+always normalizes them for this architecture), no shared expert."""
+
+from __future__ import annotations
+
+from ...kernels.dispatch import rms_norm
+from ..layers import Attention, CausalLM, RopeConfig, vector
+from ..moe import GATING_SOFTMAX, MoEFFN
+
+
+class Qwen3MoeBlock:
+    def __init__(self, model: CausalLM, tensors, layer: int):
+        hp, p = model.hp, f"blk.{layer}"
+        self.eps = hp.norm_eps
+        self.attn_norm = vector(tensors.get(f"{p}.attn_norm.weight"))
+        rope = RopeConfig.from_hparams(hp, neox=True)
+        self.attn = Attention(tensors, p, layer, hp, rope, max_kq_bytes=model.settings.attn_max_bytes)
+        self.ffn_norm = vector(tensors.get(f"{p}.ffn_norm.weight"))
+        self.ffn = MoEFFN(tensors, p, hp, model.settings, GATING_SOFTMAX, norm_weights=True)
+
+    def __call__(self, x, positions, cache, rope):
+        h = x + self.attn(rms_norm(x, self.attn_norm, self.eps), positions, cache, rope)
+        return h + self.ffn(rms_norm(h, self.ffn_norm, self.eps))
+
+
+class Qwen3Moe(CausalLM):
+    def make_block(self, tensors, layer):
+        return Qwen3MoeBlock(self, tensors, layer)
