@@ -30,7 +30,8 @@ def main() -> None:
     vocab = engine.hparams.n_vocab
     gen = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, vocab, (args.n_prompt,), generator=gen).tolist()
-    engine.eval(prompt[:8], seq=9)  # warm-up: dequantize the weights once
+    engine.eval(prompt, seq=9)  # warm-up: dequantize the weights (every routed expert) once
+    engine.reset(9)
     pp, tg = [], []
     for _ in range(args.repetitions):
         engine.reset(None)
