@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from kiln.cli import main
 from kiln.errors import KilnError, ModelError
 from kiln.gguf import GGUFFile, GGUFWriter
 from kiln.kernels.reference import ATTENTION_STATS
@@ -102,7 +103,7 @@ def test_three_mla_conventions_same_logits(models):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cache_type", ["f16", "q8_0"])
-def test_latent_cache_size(tmp_path, cache_type):
+def test_latent_cache_size(tmp_path, capsys, cache_type):
     # kv_lora 48 + rope 16 = 64 values per token: whole q8_0 blocks
     hf, path = make_tiny_moe_model("deepseek-v3", tmp_path, kv_lora_rank=48)
     n_ctx, n_layer = 40, hf.config.num_hidden_layers
@@ -117,6 +118,10 @@ def test_latent_cache_size(tmp_path, cache_type):
     logits = engine.eval(torch.randint(0, hf.config.vocab_size, (n_ctx,), generator=g).tolist())
     assert torch.isfinite(logits).all()
     assert engine.cache.seq(0).nbytes() == expected
+    engine.close()
+    code = main(["run", "-m", str(path), "-p", "Hello", "-n", "2", "--temp", "0", "-c", str(n_ctx), "-ctk", cache_type])
+    assert code == 0
+    assert f"c^KV ({cache_type}): {mib:7.2f} MiB, kv^T: not used" in capsys.readouterr().err
 
 
 def test_derived_k_b_is_q8_0_when_kv_b_is_quantized():
