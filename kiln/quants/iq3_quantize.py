@@ -53,7 +53,8 @@ from numba import njit
 
 from ..errors import UnsupportedTypeError
 from .iquants_tables import IQ3S_GRID, IQ3XXS_GRID
-from .legacy_quantize import _FLT_MAX, _check, _f16_bytes, _fma, _nearest
+from .legacy_quantize import _FLT_MAX, _check, _f16_bytes
+from .quantize_common import _fma, _nearest
 
 QK_K = 256
 KMAP_SIZE = 4096  # 4 levels of 3 bits

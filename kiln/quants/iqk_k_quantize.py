@@ -27,17 +27,17 @@ What every type does per 256-value block:
   d = -max/32) or int8 (IQ6_K, d = -max/127), the values requantized with those scales,
   and d set to the least-squares scale (IQ3_K: times 1.01).
 - Grid lookup: ik's `best_index_iq*nl` (a table over the integer part of x - v0, with a
-  comparison where a midpoint falls in the cell); the tables here are derived from the
-  grids and equal ik's. IQ6_K searches the rounded `iq6nl_values` (+1 for the shifted
-  half) although it dequantizes through the polynomial.
+  comparison where a midpoint falls in the cell): `quantize_common.nl_best_index`, whose
+  tables are derived from the grids and equal ik's. IQ6_K searches the rounded
+  `iq6nl_values` (+1 for the shifted half) although it dequantizes through the polynomial.
+- The QHelper check, the grid lookups and make_qx_quants are shared with the IQ*_KS
+  quantizers (`quantize_common`).
 
 ik_llama.cpp oddities kept as they are: IQ3_K's 128-step refinement after the sub-block
 search ends in a value nobody reads (its result is dropped), so it is left out; IQ4_K of an
 all-zero block stores d = -0.0.
 
 The compiled kernels release the GIL, so callers may quantize row ranges in threads.
-`best_index_nl`, `best_index_iq2nl` and `nl_index_table` are public for the other IQK
-quantizers (IQ*_KS use the same grid search).
 """
 
 from __future__ import annotations
@@ -45,198 +45,30 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from ..errors import UnsupportedTypeError
-from . import iqk_tables as T
-from .legacy_quantize import _MAGIC, _check, _f16_bytes, _fma
+from .legacy_quantize import _check, _f16_bytes
+from .quantize_common import (
+    GRID2,
+    _fma,
+    _nearest_bits,
+    abs_max,
+    make_qx_quants_iqk,
+    nl_best_index,
+    nl_value,
+    qhelper_weights,
+    sum_squares,
+)
 
 QK_K = 256
 BLOCK_BYTES = {"IQ2_K": 76, "IQ3_K": 110, "IQ4_K": 144, "IQ5_K": 176, "IQ6_K": 212}
-
-_EPS = np.float32(1e-9)
-_EPS_LIMIT = np.float32(16) * (_EPS * _EPS)  # QHelper: m_block_size * kEps^2, in float32
-_INT_MIN = -2147483648
-
-
-# ---------------------------------------------------------------------------------------
-# non-linear grid lookups
-# ---------------------------------------------------------------------------------------
-
-
-def nl_index_table(values) -> np.ndarray:
-    """ik_llama.cpp's `iq*nl_index` for a sorted grid (one half): entry ix covers
-    v0 + ix; it is the index of the nearest grid value, or n + k where the midpoint of
-    values k and k+1 lies less than 1 away (then the caller compares the two)."""
-    v = [int(t) for t in values]
-    n = len(v)
-    mids = [(v[k] + v[k + 1]) / 2 for k in range(n - 1)]
-    table = np.empty(v[-1] - v[0] + 1, np.uint8)
-    for ix in range(len(table)):
-        p = v[0] + ix
-        close = [k for k, m in enumerate(mids) if abs(p - m) < 1]
-        table[ix] = n + close[0] if close else min(range(n), key=lambda i: (abs(p - v[i]), i))
-    table.setflags(write=False)
-    return table
-
-
-IQ3NL_INDEX = nl_index_table(T.IQ3NL[:8])
-IQ4K_INDEX = nl_index_table(T.IQ4K[:16])
-IQ5NL_INDEX = nl_index_table(T.IQ5NL[:32])
-IQ6NL_INDEX = nl_index_table(T.IQ6NL[:64])
-
-# The IQ6_K search grid: the rounded values, and the same plus 1 (ik's S_IQ6K) for `extra`.
-_GRID6 = np.concatenate([T.IQ6NL[:64], np.asarray(T.IQ6NL[:64]) + 1]).astype(np.float32)
-_GRID6.setflags(write=False)
-_GRID2, _GRID3, _GRID4, _GRID5 = T.IQ2NL_F32, T.IQ3NL_F32, T.IQ4K_F32, T.IQ5NL_F32
-
-
-@intrinsic
-def _f32_bits(typingctx, v):
-    """The bits of a float32 as an int32 (a register move, as C's memcpy)."""
-    if v != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int32))
-
-    return types.int32(types.float32), codegen
-
-
-@njit(cache=True, inline="always")
-def _nearest(a, b):
-    """ik's nearest_int(a*b), the product fused with the magic add, read off the bits
-    (so NaN gives 0, as in C)."""
-    return (np.int64(_f32_bits(_fma(a, b, np.float32(_MAGIC)))) & 0x7FFFFF) - 0x400000
-
-
-@njit(cache=True, inline="always")
-def _trunc(x):
-    """C's (int)x as x86 computes it: toward zero, INT_MIN when out of range."""
-    if x > np.float32(-2147483648.0) and x < np.float32(2147483648.0):
-        return np.int64(np.int32(x))
-    return np.int64(_INT_MIN)
-
-
-@njit(cache=True, inline="always")
-def best_index_nl(values, off, n, table, x):
-    """ik's best_index_iq3nl/iq4nl/iq5nl: index into values[off : off + n] nearest to x.
-
-    `values` is a float32 grid (both halves), `table` the index table of the first half
-    (the halves are the same up to a shift, so one table serves both). In a hot loop, pass
-    module-level arrays from an inlined wrapper (as `_best_index` does): arrays handed down
-    from the caller's arguments cost a reference count per call.
-    """
-    ix = _trunc(x) - np.int64(values[off])
-    if ix < 0:
-        return 0
-    if ix >= table.shape[0]:
-        return n - 1
-    k = np.int64(table[ix])
-    if k < n:
-        return k
-    k -= n
-    return k if x - values[off + k] < values[off + k + 1] - x else k + 1
-
-
-@njit(cache=True, inline="always")
-def _best_index_iq6(values, off, x):
-    """ik's best_index_iq6nl: the integer part is taken of x - v0 (in float32)."""
-    ix = _trunc(x - values[off])
-    if ix < 0:
-        return 0
-    if ix >= IQ6NL_INDEX.shape[0]:
-        return 63
-    k = np.int64(IQ6NL_INDEX[ix])
-    if k < 64:
-        return k
-    k -= 64
-    return k if x - values[off + k] < values[off + k + 1] - x else k + 1
-
-
-@njit(cache=True, inline="always")
-def best_index_iq2nl(values, off, x):
-    """ik's best_index_iq2nl over the 4 values values[off : off + 4]."""
-    idx = 0 if x < values[off + 1] else (2 if x > values[off + 2] else 1)
-    return idx if x - values[off + idx] < values[off + idx + 1] - x else idx + 1
-
-
-@njit(cache=True, inline="always")
-def _best_index(kind, off, x):
-    """The grid index for x in the half at `off` of type kind's grid (2: IQ2_K .. 6: IQ6_K).
-
-    The grids are module constants rather than arguments: an array handed to an inlined
-    function costs a reference count per call, which in these loops is most of the time.
-    """
-    if kind == 2:
-        return best_index_iq2nl(_GRID2, off, x)
-    if kind == 3:
-        return best_index_nl(_GRID3, off, 8, IQ3NL_INDEX, x)
-    if kind == 4:
-        return best_index_nl(_GRID4, off, 16, IQ4K_INDEX, x)
-    if kind == 5:
-        return best_index_nl(_GRID5, off, 32, IQ5NL_INDEX, x)
-    return _best_index_iq6(_GRID6, off, x)
-
-
-@njit(cache=True, inline="always")
-def _grid(kind, i):
-    """Value i of type kind's search grid (both halves)."""
-    if kind == 2:
-        return _GRID2[i]
-    if kind == 3:
-        return _GRID3[i]
-    if kind == 4:
-        return _GRID4[i]
-    if kind == 5:
-        return _GRID5[i]
-    return _GRID6[i]
+_I8, _I16 = np.int64(8), np.int64(16)  # int64 helper arguments, not literals
 
 
 # ---------------------------------------------------------------------------------------
 # shared per-row steps
 # ---------------------------------------------------------------------------------------
-
-
-@njit(cache=True, error_model="numpy")
-def _qhelper_weights(x, qw, out):
-    """ik's QHelper::row_weights: the imatrix, with 1e-9 for every weight of a 16-value
-    sub-block whose sums of w^2, x^2 or w*|x| are all-but zero."""
-    n = x.shape[0]
-    for s in range(0, n, 16):
-        sw2 = np.float32(0.0)
-        sx2 = np.float32(0.0)
-        swx = np.float32(0.0)
-        for j in range(s, s + 16):
-            sw2 += qw[j] * qw[j]
-            sx2 += x[j] * x[j]
-            swx += qw[j] * abs(x[j])
-        keep = sw2 > _EPS_LIMIT and sx2 > _EPS_LIMIT and swx > _EPS_LIMIT
-        for j in range(s, s + 16):
-            out[j] = qw[j] if keep else _EPS
-
-
-@njit(cache=True, inline="always")
-def _sum_squares(xb):
-    """Sum of x^2 over a block, in order, products rounded (GCC vectorized it so)."""
-    s = np.float32(0.0)
-    for j in range(xb.shape[0]):
-        s += xb[j] * xb[j]
-    return s
-
-
-@njit(cache=True, inline="always")
-def _abs_max(x):
-    """(max |x|, the x that has it), the first one on ties."""
-    amax = np.float32(0.0)
-    mx = np.float32(0.0)
-    for j in range(x.shape[0]):
-        a = abs(x[j])
-        if a > amax:
-            amax = a
-            mx = x[j]
-    return amax, mx
 
 
 @njit(cache=True, inline="always")
@@ -263,11 +95,11 @@ def _fit(kind, xb, w, off, idv):
     sq2_m = np.float32(0.0)
     for j in range(16):
         al = idv * xb[j]
-        q = _grid(kind, off + _best_index(kind, off, al))
+        q = nl_value(kind, off + nl_best_index(kind, off, al))
         wq = w[j] * q
         sqx_p = _fma(wq, xb[j], sqx_p)
         sq2_p = _fma(wq, q, sq2_p)
-        q = _grid(kind, off + _best_index(kind, off, -al))
+        q = nl_value(kind, off + nl_best_index(kind, off, -al))
         wq = w[j] * q
         sqx_m = _fma(wq, xb[j], sqx_m)
         sq2_m = _fma(wq, q, sq2_m)
@@ -281,11 +113,11 @@ def _sub_block_scale(kind, xb, w, ntry, step):
     kind 3 guards the first fit (sumq2 > 0), the others do not; kinds 3, 5, 6 refit the
     scale once to the quants of the winner.
     """
-    amax, mx = _abs_max(xb)
+    amax, mx = abs_max(xb)
     if amax < np.float32(1e-16):
         return np.float32(0.0), False
     n = 1 << kind  # the size of a grid half
-    v0 = _grid(kind, 0)
+    v0 = nl_value(kind, 0)
     d = -mx / v0
     sqx_p, sq2_p, sqx_m, sq2_m = _fit(kind, xb, w, 0, np.float32(1.0) / d)
     best = np.float32(0.0)
@@ -299,7 +131,7 @@ def _sub_block_scale(kind, xb, w, ntry, step):
     for itry in range(-ntry, ntry + 1):
         for half in range(2):
             off = half * n
-            idv = (np.float32(step * itry) + _grid(kind, off)) / mx
+            idv = (np.float32(step * itry) + nl_value(kind, off)) / mx
             sqx_p, sq2_p, sqx_m, sq2_m = _fit(kind, xb, w, off, idv)
             if sq2_p > 0 and sqx_p * sqx_p > best * sq2_p:
                 d = sqx_p / sq2_p
@@ -316,7 +148,7 @@ def _sub_block_scale(kind, xb, w, ntry, step):
     sqx = np.float32(0.0)
     sq2 = np.float32(0.0)
     for j in range(16):
-        q = _grid(kind, off + _best_index(kind, off, idv * xb[j]))
+        q = nl_value(kind, off + nl_best_index(kind, off, idv * xb[j]))
         wq = w[j] * q
         sqx = _fma(wq, xb[j], sqx)
         sq2 = _fma(wq, q, sq2)
@@ -331,9 +163,9 @@ def _requantize(kind, xb, w, off, ls, dl, idx, sums):
     q = value*ls added into sums[0] (sumqx) and sums[1] (sumq2)."""
     idl = np.float32(1.0) / dl if dl != 0 else np.float32(0.0)
     for j in range(16):
-        k = _best_index(kind, off, idl * xb[j])
+        k = nl_best_index(kind, off, idl * xb[j])
         idx[j] = k
-        q = np.float32(_grid(kind, off + k) * np.float32(ls))
+        q = np.float32(nl_value(kind, off + k) * np.float32(ls))
         wq = w[j] * q
         sums[0] = _fma(wq, xb[j], sums[0])
         sums[1] = _fma(wq, q, sums[1])
@@ -419,43 +251,10 @@ def _iq2k_sub_block(xb, w, grid, order, sumx, sumw):
     return d, shifted
 
 
-@njit(cache=True, error_model="numpy")
-def _iqk_make_qx_quants(x, w):
-    """iqk_quantize.cpp's make_qx_quants(16, nmax 8, ...): the scale only (its quants are
-    not used). Unlike ggml's, it tries only -(8 + 0.1*is)/max, is != 0, and does not refine."""
-    n = x.shape[0]
-    amax, mx = _abs_max(x)
-    if amax == 0:
-        return np.float32(0.0)
-    iscale = np.float32(-8.0) / mx
-    sumlx = np.float32(0.0)
-    suml2 = np.float32(0.0)
-    for i in range(n):
-        fl = np.float32(max(-8, min(7, _nearest(iscale, x[i]))))
-        sumlx = _fma(w[i] * x[i], fl, sumlx)
-        suml2 = _fma(w[i] * fl, fl, suml2)
-    scale = sumlx / suml2 if suml2 != 0 else np.float32(0.0)
-    best = scale * sumlx
-    for step in range(-9, 10):
-        if step == 0:
-            continue
-        iscale = -_fma(np.float32(step), np.float32(0.1), np.float32(8.0)) / mx
-        sumlx = np.float32(0.0)
-        suml2 = np.float32(0.0)
-        for i in range(n):
-            fl = np.float32(max(-8, min(7, _nearest(iscale, x[i]))))
-            sumlx = _fma(w[i] * x[i], fl, sumlx)
-            suml2 = _fma(w[i] * fl, fl, suml2)
-        if suml2 > 0 and sumlx * sumlx > best * suml2:
-            scale = sumlx / suml2
-            best = scale * sumlx
-    return scale
-
-
 @njit(cache=True, nogil=True, error_model="numpy")
 def _rows_iq2k(x, qw, use_qw, out, dout):
     n_rows, n = x.shape
-    grid = _GRID2
+    grid = GRID2
     wrow = np.empty(n, np.float32)
     w = np.empty(16, np.float32)
     scales = np.empty(16, np.float32)
@@ -464,17 +263,18 @@ def _rows_iq2k(x, qw, use_qw, out, dout):
     order = np.empty(16, np.int64)
     sumx = np.empty(17, np.float32)
     sumw = np.empty(17, np.float32)
+    ls_all = np.empty(16, np.int64)
     idx = np.empty(16, np.int64)
     sums = np.empty(2, np.float32)
     for r in range(n_rows):
         if use_qw:
-            _qhelper_weights(x[r], qw, wrow)
+            qhelper_weights(x[r], qw, _I16, wrow)
         for ibl in range(n // QK_K):
             xbl = x[r, ibl * QK_K : (ibl + 1) * QK_K]
             y = out[r, ibl * 76 : (ibl + 1) * 76]
             y[:] = 0
             dout[r, ibl] = np.float32(0.0)
-            sigma2 = np.float32(1.5) * _sum_squares(xbl) / np.float32(QK_K)
+            sigma2 = np.float32(1.5) * sum_squares(xbl) / np.float32(QK_K)
             max_abs = np.float32(0.0)
             for ib in range(16):
                 xb = xbl[16 * ib : 16 * ib + 16]
@@ -495,7 +295,7 @@ def _rows_iq2k(x, qw, use_qw, out, dout):
                 max_abs = a if max_abs < a else max_abs  # std::max
             if max_abs == 0:
                 continue
-            d = _iqk_make_qx_quants(scales, sw)
+            d = make_qx_quants_iqk(_I8, scales, ls_all, sw)
             if d == 0:
                 continue
             _put_extra(y, shifted)
@@ -503,7 +303,7 @@ def _rows_iq2k(x, qw, use_qw, out, dout):
             sums[0] = np.float32(0.0)
             sums[1] = np.float32(0.0)
             for ib in range(16):
-                ls = max(-8, min(7, _nearest(idv, scales[ib])))
+                ls = max(-8, min(7, _nearest_bits(idv, scales[ib])))
                 y[4 + ib // 2] |= (ls + 8) << (4 * (ib % 2))
                 dl = d * np.float32(ls)
                 if dl == 0:
@@ -539,16 +339,16 @@ def _rows_nl(kind, x, qw, use_qw, ntry, step, out, dout):
     sums = np.empty(2, np.float32)
     for r in range(n_rows):
         if use_qw:
-            _qhelper_weights(x[r], qw, wrow)
+            qhelper_weights(x[r], qw, _I16, wrow)
         for ibl in range(npr // QK_K):
             xbl = x[r, ibl * QK_K : (ibl + 1) * QK_K]
             y = out[r, ibl * bs : (ibl + 1) * bs]
             y[:] = 0
             dout[r, ibl] = np.float32(0.0)
             if kind == 4:
-                sigma2 = _sum_squares(xbl) * np.float32(2.0 / QK_K)
+                sigma2 = sum_squares(xbl) * np.float32(2.0 / QK_K)
             else:
-                sigma2 = sigma_mul * _sum_squares(xbl) / np.float32(QK_K)
+                sigma2 = sigma_mul * sum_squares(xbl) / np.float32(QK_K)
             max_abs = np.float32(0.0)
             max_scale = np.float32(0.0)
             for ib in range(16):
@@ -579,7 +379,7 @@ def _rows_nl(kind, x, qw, use_qw, ntry, step, out, dout):
             for ib in range(16):
                 if kind == 3:
                     t = _fma(idv, abs(scales[ib]), np.float32(-1.0))
-                    ls = max(0, min(15, _nearest(t, np.float32(0.5))))
+                    ls = max(0, min(15, _nearest_bits(t, np.float32(0.5))))
                     y[6 + ib // 2] |= ls << (4 * (ib % 2))
                     if scales[ib] < 0:
                         y[4 + ib // 8] |= 1 << (ib % 8)
@@ -587,10 +387,10 @@ def _rows_nl(kind, x, qw, use_qw, ntry, step, out, dout):
                     else:
                         ls = 2 * ls + 1
                 elif kind == 6:
-                    ls = max(-127, min(127, _nearest(idv, scales[ib])))
+                    ls = max(-127, min(127, _nearest_bits(idv, scales[ib])))
                     y[4 + ib] = ls & 0xFF
                 else:
-                    ls = max(-32, min(31, _nearest(idv, scales[ib])))
+                    ls = max(-32, min(31, _nearest_bits(idv, scales[ib])))
                     uls = ls + 32
                     y[8 + ib // 2] |= (uls & 0xF) << (4 * (ib % 2))
                     y[4 + ib // 4] |= (uls >> 4) << (2 * (ib % 4))

@@ -28,7 +28,9 @@ sums of squares GCC vectorized with in-order adds, so they stay unfused. The alg
   16-bit word is stored as its prefix XOR shifted left, bit 0 a bit of the scale byte;
   the half is chosen by squared error once the scale is known; d * 1.01.
 
-The compiled kernels release the GIL, so callers may quantize row ranges in threads.
+The imatrix check, the grid lookups and make_qx_quants are the IQ*_K quantizers' too
+(`quantize_common`). The compiled kernels release the GIL, so callers may quantize row
+ranges in threads.
 """
 
 from __future__ import annotations
@@ -41,7 +43,19 @@ from numba import njit
 from ..errors import UnsupportedTypeError
 from ..gguf.types import GGML_TYPES_BY_NAME
 from . import iqk_tables as T
-from .legacy_quantize import _check, _f16_bytes, _fma, _nearest
+from .legacy_quantize import _check, _f16_bytes
+from .quantize_common import (
+    IQ3NL_INDEX,
+    IQ4NL_INDEX,
+    _fma,
+    _nearest,
+    abs_max,
+    best_index_nl,
+    make_qx_quants_iqk,
+    nl_best_index,
+    qhelper_weights,
+    sum_squares,
+)
 
 QK_K = 256
 BS = 32  # values per integer scale
@@ -49,30 +63,12 @@ _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
 _FLT_MAX = np.float32(3.4028234663852886e38)
 # int64 constants for helper arguments: a literal argument would compile the helper anew
-_I0, _I1, _I2, _I8, _I16 = (np.int64(i) for i in (0, 1, 2, 8, 16))
+_I0, _I1, _I2, _I8, _I16, _I32 = (np.int64(i) for i in (0, 1, 2, 8, 16, 32))
 
 
 # ---------------------------------------------------------------------------------------
 # derived tables (facts of the algorithm, computed here from the grids)
 # ---------------------------------------------------------------------------------------
-
-
-def _index_table(half) -> np.ndarray:
-    """ik_llama.cpp's nearest-value shortcut for a grid half v (ascending integers).
-
-    Entry ix serves x with trunc(x) = v0 + ix, i.e. x anywhere in (v0 + ix - 1, v0 + ix + 1):
-    the index of the value nearest to all of them, or n + i when the midpoint of v_i and
-    v_(i+1) lies in that range and the two must be compared.
-    """
-    v = np.asarray(half, dtype=np.float64)
-    n = len(v)
-    mids = (v[1:] + v[:-1]) / 2
-    t = np.empty(int(v[-1] - v[0]) + 1, dtype=np.int8)
-    for ix in range(len(t)):
-        x = v[0] + ix
-        inside = np.nonzero((mids > x - 1) & (mids < x + 1))[0]
-        t[ix] = n + inside[0] if len(inside) else np.searchsorted(mids, x)
-    return t
 
 
 def _kl_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,52 +90,18 @@ def _kl_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return kidx, np.asarray(neigh, dtype=np.int8), np.ascontiguousarray(pts, dtype=np.float32)
 
 
-_IDX3 = _index_table(T.IQ3NL[:8])
-_IDX4 = _index_table(T.IQ4K[:16])
-_IDX5 = _index_table(T.IQ5NL[:32])
 _KL_INDEX, _KL_NEIGH, _KL_PTS = _kl_tables()
 _IQ2NL = T.IQ2NL_F32
 _IQ3NL = T.IQ3NL_F32
 _IQ4K = T.IQ4K_F32
 _IQ5NL = T.IQ5NL_F32
-for _t in (_IDX3, _IDX4, _IDX5, _KL_INDEX, _KL_NEIGH, _KL_PTS):
+for _t in (_KL_INDEX, _KL_NEIGH, _KL_PTS):
     _t.setflags(write=False)
 
 
 # ---------------------------------------------------------------------------------------
 # shared steps
 # ---------------------------------------------------------------------------------------
-
-
-@njit(cache=True, inline="always")
-def _nearest_value(vals, table, nv, o, x):
-    """Index in vals[o : o + nv] of the value nearest x, ik_llama.cpp's way (`_index_table`)."""
-    if not (x > -2147483648.0 and x < 2147483648.0):
-        return 0  # (int)x out of range is INT_MIN on x86
-    ix = np.int64(x) - np.int64(vals[o])
-    if ix < 0:
-        return 0
-    if ix >= table.size:
-        return nv - 1
-    t = np.int64(table[ix])
-    if t < nv:
-        return t
-    t -= nv
-    return t if x - vals[o + t] < vals[o + t + 1] - x else t + 1
-
-
-@njit(cache=True, inline="always")
-def _best_index(nv, o, x):
-    """`_nearest_value` on the IQ3 (nv 8), IQ4 (16) or IQ5 (32) grid half starting at o.
-
-    Scalars in, the tables as globals: passing arrays to a helper in a hot loop costs
-    reference counting on every call (3x slower).
-    """
-    if nv == 16:
-        return _nearest_value(_IQ4K, _IDX4, 16, o, x)
-    if nv == 32:
-        return _nearest_value(_IQ5NL, _IDX5, 32, o, x)
-    return _nearest_value(_IQ3NL, _IDX3, 8, o, x)
 
 
 @njit(cache=True, error_model="numpy")
@@ -150,22 +112,10 @@ def _row_weights(xr, qw, use_qw, mode, w):
     sigma2 is 2 (mode 1: 1.5, mode 2: 2.25) times the mean of x^2 over each 256 values. The
     imatrix is QHelper's: 1e-9 for a block of 32 where it, x or their product is ~0.
     """
-    eps = np.float32(1e-9)
-    thresh = np.float32(BS) * (eps * eps)
     if use_qw:
-        for s in range(0, xr.size, BS):
-            sw2 = sx2 = swx = _F0
-            for j in range(s, s + BS):
-                sw2 += qw[j] * qw[j]
-                sx2 += xr[j] * xr[j]
-                swx += qw[j] * abs(xr[j])
-            keep = sw2 > thresh and sx2 > thresh and swx > thresh
-            for j in range(s, s + BS):
-                w[j] = qw[j] if keep else eps
+        qhelper_weights(xr, qw, _I32, w)
     for s in range(0, xr.size, QK_K):
-        sigma2 = _F0
-        for j in range(s, s + QK_K):
-            sigma2 += xr[j] * xr[j]
+        sigma2 = sum_squares(xr[s : s + QK_K])
         if mode == 1:
             sigma2 = (sigma2 * np.float32(1.5)) * np.float32(1.0 / QK_K)
         else:
@@ -180,19 +130,6 @@ def _row_weights(xr, qw, use_qw, mode, w):
                 w[j] = _fma(xr[j], xr[j], quarter)
             else:
                 w[j] = abs(xr[j])
-
-
-@njit(cache=True, error_model="numpy")
-def _abs_max(xb):
-    """(max |x|, the x having it), the first one on ties."""
-    amax = _F0
-    mx = _F0
-    for j in range(xb.size):
-        a = abs(xb[j])
-        if a > amax:
-            amax = a
-            mx = xb[j]
-    return amax, mx
 
 
 @njit(cache=True, inline="always")
@@ -221,35 +158,35 @@ def _take(sumqx, sumq2, d, best):
 
 
 @njit(cache=True, inline="always")
-def _pm_sums(xb, w, vals, o, nv, iscale):
+def _pm_sums(xb, w, vals, o, bits, iscale):
     """Least-squares sums of x against its nearest grid values at iscale and at -iscale."""
     sqx_p = sq2_p = sqx_m = sq2_m = _F0
     for j in range(xb.size):
         al = iscale * xb[j]
-        q = vals[o + _best_index(nv, o, al)]
+        q = vals[o + nl_best_index(bits, o, al)]
         sqx_p = _fma(w[j] * q, xb[j], sqx_p)
         sq2_p = _fma(w[j] * q, q, sq2_p)
-        q = vals[o + _best_index(nv, o, -al)]
+        q = vals[o + nl_best_index(bits, o, -al)]
         sqx_m = _fma(w[j] * q, xb[j], sqx_m)
         sq2_m = _fma(w[j] * q, q, sq2_m)
     return sqx_p, sq2_p, sqx_m, sq2_m
 
 
 @njit(cache=True, error_model="numpy")
-def _search_block(xb, w, vals, nv, ntry, guard_first):
+def _search_block(xb, w, vals, kind, ntry):
     """The scale of 32 values and whether the second grid half won (IQ3/4/5_KS)."""
-    amax, mx = _abs_max(xb)
+    amax, mx = abs_max(xb)
     if amax < np.float32(1e-16):
         return _F0, False
     d = d0 = -mx / vals[0]
     best = _F0
     shifted = False
     for t in range(-1, 2 * (2 * ntry + 1)):  # -max/v0 first, then (i + v0)/max on each half
-        o = nv * (t % 2) if t >= 0 else 0
+        o = (1 << kind) * (t % 2) if t >= 0 else 0
         iscale = _F1 / d0 if t < 0 else np.float32(t // 2 - ntry + np.int32(vals[o])) / mx
-        sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(xb, w, vals, o, nv, iscale)
+        sqx_p, sq2_p, sqx_m, sq2_m = _pm_sums(xb, w, vals, o, kind, iscale)
         if t < 0:
-            if not guard_first or sq2_p > 0:  # only IQ3_KS checks sumq2 here
+            if kind != 3 or sq2_p > 0:  # only IQ3_KS checks sumq2 here
                 d = sqx_p / sq2_p
                 best = d * sqx_p
         else:
@@ -276,7 +213,7 @@ def _rows_ks(x, qw, use_qw, kind, vals, nv, ntry, meta, out, dsc):
         amax_scale = max_scale = _F0
         for k in range(n // BS):
             d, shifted[k] = _search_block(
-                xr[k * BS : (k + 1) * BS], wrow[k * BS : (k + 1) * BS], vals, nv, ntry, kind == 3
+                xr[k * BS : (k + 1) * BS], wrow[k * BS : (k + 1) * BS], vals, kind, ntry
             )
             scales[k] = d
             if kind != 3:
@@ -311,7 +248,7 @@ def _rows_ks(x, qw, use_qw, kind, vals, nv, ntry, meta, out, dsc):
             xb = xr[k * BS : (k + 1) * BS]
             w = wrow[k * BS : (k + 1) * BS]
             for j in range(BS):
-                i = _best_index(nv, o, idl * xb[j])
+                i = nl_best_index(kind, o, idl * xb[j])
                 qv[j] = np.float32(np.int32(vals[o + i]) * ls)
                 wq[j] = w[j] * qv[j]
                 if kind == 3:
@@ -383,7 +320,7 @@ def _word(xb, w, k, o, iscale, dl, xv, wv):
         t = 2 * k + (j // 2) + 16 * (j % 2)
         xv[j] = xb[t]
         wv[j] = w[t]
-        v |= _nearest_value(_IQ4K, _IDX4, _I16, o, iscale * xv[j]) << (4 * j)
+        v |= best_index_nl(_IQ4K, o, _I16, IQ4NL_INDEX, iscale * xv[j]) << (4 * j)
     return _prune(v, _IQ4K, o, xv, wv, dl)
 
 
@@ -403,7 +340,7 @@ def _rows_kss(x, qw, use_qw, meta, out, dsc):
         for k0 in range(n // BS):
             xb = xr[k0 * BS : (k0 + 1) * BS]
             w = wrow[k0 * BS : (k0 + 1) * BS]
-            amax, mx = _abs_max(xb)
+            amax, mx = abs_max(xb)
             d = _F0
             if amax >= np.float32(1e-16):
                 best = _F0
@@ -529,32 +466,6 @@ def _iq2ks_rmse(d, xb, w, o, idx, lanes):
     return _hsum8(lanes[0])
 
 
-@njit(cache=True, error_model="numpy")
-def _make_qx_quants(nmax, x, L, w):
-    """iqk_quantize.cpp's make_qx_quants: 19 trial scales, no refinement; L gets l + nmax."""
-    amax, mx = _abs_max(x)
-    if amax == 0:
-        L[:] = nmax
-        return _F0
-    scale = best = _F0
-    for s in range(19):  # -nmax/max, then -(nmax + t/10)/max for t = -9..-1, 1..9
-        t = 0 if s == 0 else (s - 10 if s < 10 else s - 9)
-        iscale = (
-            np.float32(-nmax) / mx if t == 0 else -_fma(np.float32(t), np.float32(0.1), np.float32(nmax)) / mx
-        )
-        sumlx = suml2 = _F0
-        for i in range(x.size):
-            fl = np.float32(max(-nmax, min(nmax - 1, _nearest(iscale, x[i]))))
-            sumlx = _fma(w[i] * x[i], fl, sumlx)
-            suml2 = _fma(w[i] * fl, fl, suml2)
-        if t == 0 or _better(sumlx, suml2, best):
-            for i in range(x.size):
-                L[i] = nmax + max(-nmax, min(nmax - 1, _nearest(iscale, x[i])))
-            scale = sumlx / suml2 if suml2 != 0 else _F0
-            best = scale * sumlx
-    return scale
-
-
 @njit(cache=True, nogil=True, error_model="numpy")
 def _rows_iq2ks(x, qw, use_qw, meta, out, dsc):
     n_rows, n = x.shape
@@ -574,7 +485,7 @@ def _rows_iq2ks(x, qw, use_qw, meta, out, dsc):
         for k in range(nsc):
             xb = xr[k * BS : (k + 1) * BS]
             w = wrow[k * BS : (k + 1) * BS]
-            amax, mx = _abs_max(xb)
+            amax, mx = abs_max(xb)
             sw[k] = _F0
             for j in range(BS):
                 sw[k] += w[j]
@@ -594,7 +505,7 @@ def _rows_iq2ks(x, qw, use_qw, meta, out, dsc):
                     best, d, shifted = ts, td, o > 0
             scales[k] = d
             blocks[(k // 8) * 70] |= (1 << (k % 8)) if shifted else 0
-        d = _make_qx_quants(16, scales, Ls, sw)
+        d = make_qx_quants_iqk(_I16, scales, Ls, sw)
         if d == 0:
             continue
         acc[:] = 0
@@ -637,8 +548,8 @@ def _kl_index(iscale, x1, x2, w1, w2):
     """The IQ2_KL point for the pair (x1, x2) at inverse scale iscale."""
     sx1 = iscale * x1
     sx2 = iscale * x2
-    l1 = _nearest_value(_IQ3NL, _IDX3, _I8, _I0, sx1)
-    i = np.int64(_KL_INDEX[8 * l1 + _nearest_value(_IQ3NL, _IDX3, _I8, _I0, sx2)])
+    l1 = best_index_nl(_IQ3NL, _I0, _I8, IQ3NL_INDEX, sx1)
+    i = np.int64(_KL_INDEX[8 * l1 + best_index_nl(_IQ3NL, _I0, _I8, IQ3NL_INDEX, sx2)])
     if i >= 0:
         return i
     best = _FLT_MAX
@@ -685,7 +596,7 @@ def _rows_iq2kl(x, qw, use_qw, meta, out, dsc):
         for k in range(n // BS):
             xb = xr[k * BS : (k + 1) * BS]
             w = wrow[k * BS : (k + 1) * BS]
-            amax, mx = _abs_max(xb)
+            amax, mx = abs_max(xb)
             scales[k] = 0
             if amax < np.float32(1e-16):
                 continue

@@ -55,7 +55,6 @@ from ..errors import UnsupportedTypeError
 from ..gguf.types import GGML_TYPES_BY_NAME
 from .kquants_search import (
     GROUP_MAX_EPS,
-    IQ4NL_INDEX,
     IQ4NL_INT,
     best_index_iq4nl,
     f16_bits,
@@ -63,12 +62,12 @@ from .kquants_search import (
     iq4nl_block,
     make_q3_quants,
     make_qkx2_quants,
-    make_qkx3_quants,
     make_qp_quants,
     round_nearest,
 )
 from .kquants_tables import IQ4NL_VALUES, MXFP4_VALUES
-from .legacy_quantize import _check, _fma, _make_qkx3_quants, _make_qx_quants, _nearest
+from .legacy_quantize import _check, _make_qx_quants
+from .quantize_common import IQ4NL_INDEX, _fma, _nearest, make_qkx3_quants, sum_squares
 
 QK_K = 256
 _I = np.int64  # constants passed to a kernel through this are typed int64, not as literals,
@@ -117,15 +116,6 @@ def _pack_k4_scales(ls, lm, s):
         s[j + 4] = (ls[j] & 0xF) | ((lm[j] & 0xF) << 4)
         s[j - 4] |= (ls[j] >> 4) << 6
         s[j] |= (lm[j] >> 4) << 6
-
-
-@njit(cache=True)
-def _sum_sq(x):
-    """Sum of x^2 in order, products rounded (GCC vectorizes the products, not the sum)."""
-    s = np.float32(0.0)
-    for j in range(x.shape[0]):
-        s += x[j] * x[j]
-    return s
 
 
 @njit(cache=True)
@@ -189,7 +179,7 @@ def _rows_q2_k(x, qw, use_qw, out):
             xb = x[r, QK_K * i : QK_K * (i + 1)]
             o = out[r, 84 * i : 84 * (i + 1)]
             if use_qw:
-                sigma2 = np.float32(0.75) * _sum_sq(xb) / np.float32(QK_K)
+                sigma2 = np.float32(0.75) * sum_squares(xb) / np.float32(QK_K)
                 for j in range(16):
                     xs = xb[16 * j : 16 * j + 16]
                     _imatrix_weights(xs, qw[QK_K * i + 16 * j : QK_K * i + 16 * j + 16], sigma2, w)
@@ -197,7 +187,9 @@ def _rows_q2_k(x, qw, use_qw, out):
                     for k in range(16):
                         s += w[k]
                     sw[j] = s
-                    scales[j], mins[j] = make_qkx3_quants(_I(3), xs, w, L[16 * j : 16 * j + 16], Laux)
+                    sc, mn = make_qkx3_quants(_I(3), xs, w, L[16 * j : 16 * j + 16], Laux, True)
+                    scales[j] = sc
+                    mins[j] = -mn
                 dm = make_qp_quants(_I(15), scales, Ls, sw)
                 mm = make_qp_quants(_I(15), mins, Lm, sw)
                 _put_f16(o[80:], dm)
@@ -270,7 +262,7 @@ def _rows_q3_k(x, qw, use_qw, out):
             xb = x[r, QK_K * i : QK_K * (i + 1)]
             o = out[r, 110 * i : 110 * (i + 1)]
             if use_qw:
-                sigma2 = np.float32(2.0) * _sum_sq(xb) / np.float32(QK_K)
+                sigma2 = np.float32(2.0) * sum_squares(xb) / np.float32(QK_K)
                 for j in range(16):
                     xs = xb[16 * j : 16 * j + 16]
                     _imatrix_weights(xs, qw[QK_K * i + 16 * j : QK_K * i + 16 * j + 16], sigma2, w)
@@ -354,7 +346,7 @@ def _rows_q45_k(x, qw, use_qw, nmax, out):
             xb = x[r, QK_K * i : QK_K * (i + 1)]
             o = out[r, bsz * i : bsz * (i + 1)]
             if use_qw:
-                sigma2 = np.float32(2.0) * _sum_sq(xb) / np.float32(QK_K)
+                sigma2 = np.float32(2.0) * sum_squares(xb) / np.float32(QK_K)
                 for j in range(8):
                     xs = xb[32 * j : 32 * j + 32]
                     _imatrix_weights(xs, qw[QK_K * i + 32 * j : QK_K * i + 32 * j + 32], sigma2, w)
@@ -362,7 +354,7 @@ def _rows_q45_k(x, qw, use_qw, nmax, out):
                     for k in range(32):
                         s += w[k]
                     sw[j] = s
-                    sc, mn = _make_qkx3_quants(nmax, xs, w, L[32 * j : 32 * j + 32], Laux)
+                    sc, mn = make_qkx3_quants(nmax, xs, w, L[32 * j : 32 * j + 32], Laux, False)
                     scales[j] = sc
                     mins[j] = -mn
                 d_block = make_qp_quants(_I(63), scales, Ls, sw)
@@ -372,7 +364,7 @@ def _rows_q45_k(x, qw, use_qw, nmax, out):
                 max_min = np.float32(0.0)
                 for j in range(8):
                     xs = xb[32 * j : 32 * j + 32]
-                    av_x = np.sqrt(_sum_sq(xs) / np.float32(32.0))
+                    av_x = np.sqrt(sum_squares(xs) / np.float32(32.0))
                     for k in range(32):
                         w[k] = av_x + abs(xs[k])
                     sc, mn = make_qkx2_quants(nmax, xs, w, L[32 * j : 32 * j + 32], Laux,
@@ -498,7 +490,7 @@ def _rows_iq4(x, qw, use_qw, super_block, out, index, vals, ivals):
         for i in range(nsb):
             xs = x[r, super_block * i : super_block * (i + 1)]
             o = out[r, bsz * i : bsz * (i + 1)]
-            sigma2 = _sum_sq(xs) * np.float32(2.0 / super_block)
+            sigma2 = sum_squares(xs) * np.float32(2.0 / super_block)
             max_scale = np.float32(0.0)
             amax_scale = np.float32(0.0)
             for ib in range(nsub):

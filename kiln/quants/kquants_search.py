@@ -9,16 +9,17 @@ the places where it does, found by comparing against that build on random blocks
 - `make_qkx2_quants` (Q2_K, Q4_K, Q5_K without imatrix): scale and minimum of an affine
   block, nstep+1 trial scales around nmax/(max - min), each solved by weighted least
   squares; the error is the weighted squared (or, for Q2_K, absolute) difference.
-- `make_qkx3_quants` (Q2_K with imatrix; Q4_K and Q5_K use `legacy_quantize`'s port,
-  which GCC compiled differently): the same in float64 with 37 trial scales and the
-  squared error, then a greedy refinement of single quants.
+- `make_qkx3_quants` (Q2_K, Q4_K, Q5_K with imatrix) lives in `quantize_common`: the
+  same in float64 with 37 trial scales and the squared error, then a greedy refinement
+  of single quants (Q2_K's copy fuses the w*x^2 sum, Q4_K's and Q5_K's do not).
 - `make_q3_quants` (Q3_K without imatrix): symmetric scale with weights x*x and up to 5
   passes that move one quant at a time to its least-squares optimum.
 - `make_qp_quants` (Q2_K, Q4_K, Q5_K with imatrix): the block's sub-block scales (or
   minimums, all >= 0) quantized to 0..nmax with 8 trial scales and 5 refinement passes.
 - `make_qx_quants` (Q3_K, Q6_K) lives in `legacy_quantize`.
 - `iq4nl_block`: the IQ4_NL/IQ4_XS search over the non-linear grid: 2*(2*ntry+1) trial
-  scales, then a greedy one-quant-at-a-time refinement.
+  scales, then a greedy one-quant-at-a-time refinement; its grid index table is
+  `quantize_common.IQ4NL_INDEX`.
 """
 
 from __future__ import annotations
@@ -27,24 +28,10 @@ import numpy as np
 from numba import njit
 
 from .kquants_tables import IQ4NL_VALUES
-from .legacy_quantize import _MAGIC, _fma, _nearest, _score, _solve
+from .quantize_common import _MAGIC, _fma, _nearest, abs_max
 
 GROUP_MAX_EPS = np.float32(1e-15)
 
-
-def _iq4nl_index_table() -> np.ndarray:
-    """For u = trunc(v) - values[0] in 0..240: the grid index nearest to every v with that
-    truncation, or 16 + k when v may be nearer to values[k] or to values[k+1] (ggml's
-    `iq4nl_index`, derived here from the grid: v ranges over (u - 1, u + 1) around the
-    integer u + values[0])."""
-    v = IQ4NL_VALUES.astype(np.float64)
-    u = np.arange(241, dtype=np.float64) + v[0]
-    lo = np.abs(v[None, :] - (u - 0.999)[:, None]).argmin(axis=1)
-    hi = np.abs(v[None, :] - (u + 0.999)[:, None]).argmin(axis=1)
-    return np.where(lo == hi, lo, 16 + np.minimum(lo, hi)).astype(np.int8)
-
-
-IQ4NL_INDEX = _iq4nl_index_table()
 IQ4NL_INT = IQ4NL_VALUES.astype(np.int32)
 
 
@@ -156,127 +143,10 @@ def make_qkx2_quants(nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, fused_su
 
 
 @njit(cache=True)
-def make_qkx3_quants(nmax, x, w, L, Laux):
-    """ggml's make_qkx3_quants(rmin -0.9, rdelta 0.05, nstep 36, use_mad false) as GCC
-    inlined and unrolled it for Q2_K's 16-value sub-blocks: there the running sum of
-    w*x^2 is fused, where `legacy_quantize._make_qkx3_quants` (the out-of-line copy that
-    Q4_1, Q5_1, Q4_K, Q5_K call) rounds the product. Returns (scale, -min)."""
-    n = x.shape[0]
-    mn = x[0]
-    mx = x[0]
-    sum_w = np.float64(w[0])
-    sum_x = sum_w * np.float64(x[0])
-    sum_x2 = sum_x * np.float64(x[0])
-    for i in range(1, n):
-        if x[i] < mn:
-            mn = x[i]
-        if x[i] > mx:
-            mx = x[i]
-        wd = np.float64(w[i])
-        wx = wd * np.float64(x[i])
-        sum_w += wd
-        sum_x += wx
-        sum_x2 = _fma(wx, np.float64(x[i]), sum_x2)
-    if mn > 0:
-        mn = np.float32(0.0)
-    if mx - mn < np.float32(1e-10):
-        for i in range(n):
-            L[i] = 0
-        return np.float32(0.0), -mn
-    iscale = np.float32(nmax) / (mx - mn)
-    scale = np.float32(1.0) / iscale
-    best_mad = 0.0
-    for i in range(n):
-        lv = max(0, min(nmax, _nearest(iscale, x[i] - mn)))
-        L[i] = lv
-        diff = _fma(np.float64(lv), np.float64(scale), np.float64(mn)) - np.float64(x[i])
-        best_mad = _fma(diff * diff, np.float64(w[i]), best_mad)
-    for step in range(37):
-        # (mx - mn) with the current min, which a winning trial changes
-        iscale = (_fma(np.float32(step), np.float32(0.05), np.float32(-0.9)) + np.float32(nmax)) / (mx - mn)
-        sum_l = 0.0
-        sum_l2 = 0.0
-        sum_xl = 0.0
-        for i in range(n):
-            lv = max(0, min(nmax, _nearest(iscale, x[i] - mn)))
-            Laux[i] = lv
-            wl = np.float64(w[i]) * np.float64(lv)
-            sum_l += wl
-            sum_l2 = _fma(wl, np.float64(lv), sum_l2)
-            sum_xl = _fma(wl, np.float64(x[i]), sum_xl)
-        ok, s, m = _solve(sum_w, sum_x, sum_l, sum_l2, sum_xl)
-        if not ok:
-            continue
-        mad = _fma(-sum_xl, s + s, sum_x2)
-        mad = _fma(-sum_x, m + m, mad)
-        mad = _fma(sum_l, (s + s) * m, mad)
-        mad = _fma(sum_l2, s * s, mad)
-        mad = _fma(m * m, sum_w, mad)
-        if mad < best_mad:
-            for i in range(n):
-                L[i] = Laux[i]
-            best_mad = mad
-            scale = np.float32(s)
-            mn = np.float32(m)
-    sum_l = 0.0
-    sum_l2 = 0.0
-    sum_xl = 0.0
-    for i in range(n):
-        fl = np.float64(L[i])
-        wl = np.float64(w[i]) * fl
-        sum_l += wl
-        sum_l2 = _fma(fl, wl, sum_l2)
-        sum_xl = _fma(wl, np.float64(x[i]), sum_xl)
-    best = _score(np.float64(scale), np.float64(mn), sum_w, sum_x, sum_l, sum_l2, sum_xl)
-    last_j = -1
-    last_dir = 0
-    for _ in range(nmax * n):
-        gmax = np.float32(0.0)
-        best_j = -1
-        dr = 0
-        for j in range(n):
-            lj = np.int32(L[j])
-            g = _fma(-scale, np.float32(lj), x[j]) - mn
-            if g > 0 and lj < nmax and g > gmax:
-                gmax = g
-                best_j = j
-                dr = 1
-            elif g < 0 and lj > 0 and -g > gmax:
-                gmax = -g
-                best_j = j
-                dr = -1
-        if best_j < 0 or (best_j == last_j and dr == -last_dir):
-            break
-        wd = np.float64(w[best_j])
-        sum_l = _fma(wd, np.float64(dr), sum_l)
-        sum_l2 = _fma(wd, np.float64(2 * np.int32(L[best_j]) * dr + 1), sum_l2)
-        sum_xl = _fma(wd * np.float64(x[best_j]), np.float64(dr), sum_xl)
-        ok, s, m = _solve(sum_w, sum_x, sum_l, sum_l2, sum_xl)
-        if not ok or s < 0:
-            break
-        score = _score(s, m, sum_w, sum_x, sum_l, sum_l2, sum_xl)
-        if score <= best:
-            break
-        best = score
-        scale = np.float32(s)
-        mn = np.float32(m)
-        L[best_j] += dr
-        last_j = best_j
-        last_dir = dr
-    return scale, -mn
-
-
-@njit(cache=True)
 def make_q3_quants(nmax, x, L):
     """ggml's make_q3_quants with do_rmse (weights x*x); L (int8) gets 0..2*nmax-1."""
     n = x.shape[0]
-    amax = np.float32(0.0)
-    mx = np.float32(0.0)
-    for i in range(n):
-        a = abs(x[i])
-        if a > amax:
-            amax = a
-            mx = x[i]
+    amax, mx = abs_max(x)
     if amax < GROUP_MAX_EPS:
         for i in range(n):
             L[i] = 0
@@ -402,13 +272,7 @@ def iq4nl_block(xb, w, Lb, ntry, index, vals, ivals):
     Lb with grid indices, or returns (0, False) for an all-zero block (Lb untouched).
     `vals` is the grid as float32, `ivals` as int32."""
     n = xb.shape[0]
-    amax = np.float32(0.0)
-    mx = np.float32(0.0)
-    for j in range(n):
-        a = abs(xb[j])
-        if a > amax:
-            amax = a
-            mx = xb[j]
+    amax, mx = abs_max(xb)
     if amax < GROUP_MAX_EPS:
         return np.float32(0.0), False
     d = -mx / vals[0] if ntry > 0 else mx / vals[0]

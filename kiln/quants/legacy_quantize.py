@@ -39,35 +39,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from ..errors import KilnError, UnsupportedTypeError
+from .quantize_common import _fma, _nearest, abs_max, make_qkx3_quants, sum_squares
 
 QK = 32
 BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24, "Q6_0": 26, "Q8_0": 34}
 
-
-@intrinsic
-def _fma(typingctx, a, b, c):
-    """a*b + c rounded once, in the (common) float type of the arguments."""
-    if not (isinstance(a, types.Float) and a == b == c):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.fma(*args)
-
-    return a(a, b, c), codegen
-
-
 _FLT_MAX = 3.4028234663852886e38
-_MAGIC = 12582912.0  # 1.5 * 2**23: adding it leaves round-half-even(v) in the low mantissa bits
-
-
-@njit(cache=True, inline="always")
-def _nearest(a, b):
-    """ggml's nearest_int(a*b) as compiled: the product fused with the magic add."""
-    return np.int32(_fma(a, b, np.float32(_MAGIC))) - np.int32(_MAGIC)
 
 
 @njit(cache=True, inline="always")
@@ -165,13 +145,7 @@ def _make_qx_quants(nmax, x, w, L):
     update and x - scale*l.
     """
     n = x.shape[0]
-    amax = np.float32(0.0)
-    mx = np.float32(0.0)
-    for i in range(n):
-        a = abs(x[i])
-        if a > amax:
-            amax = a
-            mx = x[i]
+    amax, mx = abs_max(x)
     if amax < np.float32(1e-15):
         for i in range(n):
             L[i] = 0
@@ -248,148 +222,11 @@ def _make_qx_quants(nmax, x, w, L):
     return scale
 
 
-@njit(cache=True, inline="always")
-def _score(s, m, sum_w, sum_x, sum_l, sum_l2, sum_xl):
-    """2*s*sum_xl + 2*m*sum_x - 2*s*m*sum_l - s*s*sum_l2 - m*m*sum_w, fused as compiled."""
-    s2 = s + s
-    acc = _fma(sum_xl, s2, (m + m) * sum_x)
-    acc = _fma(-(s2 * m), sum_l, acc)
-    acc = _fma(-(s * s), sum_l2, acc)
-    return _fma(-(m * m), sum_w, acc)
-
-
-@njit(cache=True, inline="always")
-def _solve(sum_w, sum_x, sum_l, sum_l2, sum_xl):
-    """Least-squares scale and minimum (min <= 0) for fixed quants; D <= 0 gives ok False."""
-    D = _fma(sum_w, sum_l2, -(sum_l * sum_l))
-    if not D > 0:
-        return False, 0.0, 0.0
-    this_min = _fma(sum_l2, sum_x, -(sum_l * sum_xl)) / D
-    if this_min > 0:
-        return True, sum_xl / sum_l2, 0.0
-    return True, _fma(-sum_l, sum_x, sum_w * sum_xl) / D, this_min
-
-
-@njit(cache=True)
-def _make_qkx3_quants(nmax, x, w, L, Laux):
-    """ggml's make_qkx3_quants(rmin -0.9, rdelta 0.05, nstep 36, use_mad false).
-
-    Returns (scale, min) with min <= 0, the block being scale*L + min; L gets 0..nmax.
-    Note that the trial scales use the *current* min, which changes when a trial wins.
-    """
-    n = x.shape[0]
-    mn = x[0]
-    mx = x[0]
-    sum_w = np.float64(w[0])
-    sum_x = sum_w * np.float64(x[0])
-    sum_x2 = sum_x * np.float64(x[0])
-    for i in range(1, n):
-        if x[i] < mn:
-            mn = x[i]
-        if x[i] > mx:
-            mx = x[i]
-        wd = np.float64(w[i])
-        xd = np.float64(x[i])
-        sum_w += wd
-        wx = wd * xd
-        sum_x += wx
-        sum_x2 += wx * xd
-    if mn > 0:
-        mn = np.float32(0.0)
-    if mx - mn < np.float32(1e-10):
-        for i in range(n):
-            L[i] = 0
-        return np.float32(0.0), mn
-    iscale = np.float32(nmax) / (mx - mn)
-    scale = np.float32(1.0) / iscale
-    best_mad = 0.0
-    for i in range(n):
-        lv = max(0, min(nmax, _nearest(iscale, x[i] - mn)))
-        L[i] = lv
-        diff = _fma(np.float64(lv), np.float64(scale), np.float64(mn)) - np.float64(x[i])
-        best_mad = _fma(diff * diff, np.float64(w[i]), best_mad)
-    for step in range(37):
-        iscale = (_fma(np.float32(step), np.float32(0.05), np.float32(-0.9)) + np.float32(nmax)) / (mx - mn)
-        sum_l = 0.0
-        sum_l2 = 0.0
-        sum_xl = 0.0
-        for i in range(n):
-            lv = max(0, min(nmax, _nearest(iscale, x[i] - mn)))
-            Laux[i] = lv
-            fl = np.float64(lv)
-            wl = np.float64(w[i]) * fl
-            sum_l += wl
-            sum_l2 = _fma(wl, fl, sum_l2)
-            sum_xl = _fma(wl, np.float64(x[i]), sum_xl)
-        ok, this_scale, this_min = _solve(sum_w, sum_x, sum_l, sum_l2, sum_xl)
-        if ok:
-            mad = _fma(-sum_xl, this_scale + this_scale, sum_x2)
-            mad = _fma(-sum_x, this_min + this_min, mad)
-            mad = _fma(sum_l, (this_scale + this_scale) * this_min, mad)
-            mad = _fma(sum_l2, this_scale * this_scale, mad)
-            mad = _fma(this_min * this_min, sum_w, mad)
-            if mad < best_mad:
-                for i in range(n):
-                    L[i] = Laux[i]
-                best_mad = mad
-                scale = np.float32(this_scale)
-                mn = np.float32(this_min)
-    sum_l = 0.0
-    sum_l2 = 0.0
-    sum_xl = 0.0
-    for i in range(n):
-        fl = np.float64(L[i])
-        wl = np.float64(w[i]) * fl
-        sum_l += wl
-        sum_l2 = _fma(fl, wl, sum_l2)
-        sum_xl = _fma(wl, np.float64(x[i]), sum_xl)
-    best = _score(np.float64(scale), np.float64(mn), sum_w, sum_x, sum_l, sum_l2, sum_xl)
-    last_j = -1
-    last_dir = 0
-    for _ in range(nmax * n):
-        gmax = np.float32(0.0)
-        best_j = -1
-        dr = 0
-        for j in range(n):
-            lj = np.int32(L[j])
-            g = _fma(-scale, np.float32(lj), x[j]) - mn
-            if g > 0 and lj < nmax and g > gmax:
-                gmax = g
-                best_j = j
-                dr = 1
-            elif g < 0 and lj > 0 and -g > gmax:
-                gmax = -g
-                best_j = j
-                dr = -1
-        if best_j < 0 or (best_j == last_j and dr == -last_dir):
-            break
-        wd = np.float64(w[best_j])
-        sum_l = _fma(wd, np.float64(dr), sum_l)
-        sum_l2 = _fma(wd, np.float64(2 * np.int32(L[best_j]) * dr + 1), sum_l2)
-        sum_xl = _fma(wd * np.float64(x[best_j]), np.float64(dr), sum_xl)
-        ok, this_scale, this_min = _solve(sum_w, sum_x, sum_l, sum_l2, sum_xl)
-        if not ok or this_scale < 0:
-            break
-        score = _score(this_scale, this_min, sum_w, sum_x, sum_l, sum_l2, sum_xl)
-        if score <= best:
-            break
-        best = score
-        scale = np.float32(this_scale)
-        mn = np.float32(this_min)
-        L[best_j] += dr
-        last_j = best_j
-        last_dir = dr
-    return scale, mn
-
-
 @njit(cache=True)
 def _block_weights(x, qw, out):
     """out[j] = qw[j] * sqrt(sigma2 + x[j]^2) over a row, sigma2 = mean of x^2 (plain sum)."""
     n = x.shape[0]
-    sum_x2 = np.float32(0.0)
-    for j in range(n):
-        sum_x2 += x[j] * x[j]
-    sigma2 = sum_x2 / np.float32(n)
+    sigma2 = sum_squares(x) / np.float32(n)
     for j in range(n):
         out[j] = qw[j] * np.sqrt(_fma(x[j], x[j], sigma2))
 
@@ -424,8 +261,8 @@ def _rows_qkx3(x, qw, nmax, d, m, q):
         _block_weights(xr, qw, w)
         for ib in range(nb):
             s = ib * QK
-            d[r, ib], m[r, ib] = _make_qkx3_quants(
-                nmax, xr[s : s + QK], w[s : s + QK], q[r, s : s + QK], Laux
+            d[r, ib], m[r, ib] = make_qkx3_quants(
+                nmax, xr[s : s + QK], w[s : s + QK], q[r, s : s + QK], Laux, False
             )
 
 

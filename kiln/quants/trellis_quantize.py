@@ -49,22 +49,13 @@ import numpy as np
 from numba import njit
 
 from ..errors import UnsupportedTypeError
-from .legacy_quantize import _check, _fma, _nearest
+from .legacy_quantize import _check
+from .quantize_common import _fma, _nearest, nl_best_index
 from .trellis import BLOCK_BYTES, IQ4K_VALUES, QK_K, SEED_OFFSET, trellis_values
 
 F32 = np.float32
 _INF = np.float32(np.inf)
 _BLOCK = 32  # values per block scale
-
-# ik_llama.cpp's iq4nl_index: best_index_iq4nl's table of the nearest IQ4_K value, indexed by
-# (int)x + 127; entries >= 16 mean "between value e-16 and e-15, compare".
-_IQ4NL_RUNS = (
-    "0x11 16x2 1x20 17x2 2x18 18x1 3x16 19x1 4x14 20x1 5x12 21x2 6x11 22x1 7x10 23x2 "
-    "8x10 24x1 9x11 25x1 10x11 26x2 11x12 27x2 12x14 28x1 13x17 29x1 14x21 30x1 15x12"
-)
-_IQ4NL_INDEX = np.concatenate(
-    [np.full(int(n), int(v), np.int8) for v, n in (run.split("x") for run in _IQ4NL_RUNS.split())]
-)
 
 # sigma2 + x*x fused (True) or not, per type: how ik_llama.cpp's build computed the weights.
 _FUSED_WEIGHTS = {"IQ1_KT": False, "IQ2_KT": False, "IQ3_KT": True, "IQ4_KT": False}
@@ -420,21 +411,6 @@ def _amax(x):
 
 
 @njit(cache=True)
-def _best_index_iq4nl(x):
-    """ik's best_index_iq4nl over the first 16 IQ4_K values."""
-    ix = np.int32(x) + 127
-    if ix < 0:
-        return 0
-    if ix >= 241:
-        return 15
-    t = np.int32(_IQ4NL_INDEX[ix])
-    if t < 16:
-        return t
-    k = t - 16
-    return k if x - IQ4K_VALUES[k] < IQ4K_VALUES[k + 1] - x else k + 1
-
-
-@njit(cache=True)
 def _accumulate(xb, wb, vals, idx, ls, sums):
     """sums += (sum w*x*q, sum w*q*q) over a block, q = entry value * ls, fused in order."""
     group = vals.shape[1]
@@ -455,7 +431,7 @@ def _iq4k_row_scale(x, w, scales, idx_all, vals, max_scale):
         idd = np.float32(itry - 127) / max_scale
         sums[:] = 0
         for ib in range(scales.shape[0]):
-            dl = IQ4K_VALUES[_best_index_iq4nl(idd * scales[ib])]
+            dl = IQ4K_VALUES[nl_best_index(4, 0, idd * scales[ib])]
             o = ib * _BLOCK
             _accumulate(x[o : o + _BLOCK], w[o : o + _BLOCK], vals, idx_all[4 * ib : 4 * ib + 4], dl, sums)
         sumqx, sumq2 = sums[0], sums[1]
@@ -537,7 +513,7 @@ def _rows_iq12(x, qw, use_qw, fused, is_iq1, cb, buf_len, d_out, out):
         d = _iq4k_row_scale(xr, w, scales, idx_all, vals, max_scale)
         idd = np.float32(1.0) / d if d != 0 else np.float32(0.0)
         for ib in range(nblk):
-            codes[ib] = _best_index_iq4nl(idd * scales[ib])
+            codes[ib] = nl_best_index(4, 0, idd * scales[ib])
             blk, j = ib // 8, ib % 8
             if is_iq1:  # sh[j]: low nibble
                 row[blk * 56 + j] = codes[ib]

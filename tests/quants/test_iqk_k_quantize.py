@@ -20,15 +20,8 @@ from kiln.gguf import GGUFFile
 from kiln.quants import dequantize, quantize
 from kiln.quants import iqk_tables as T
 from kiln.quants.imatrix import read_imatrix_dat
-from kiln.quants.iqk_k_quantize import (
-    BLOCK_BYTES,
-    IQ3NL_INDEX,
-    IQ4K_INDEX,
-    IQ5NL_INDEX,
-    QUANTIZERS,
-    best_index_iq2nl,
-    best_index_nl,
-)
+from kiln.quants.iqk_k_quantize import BLOCK_BYTES, QUANTIZERS
+from kiln.quants.quantize_common import IQ3NL_INDEX, IQ4NL_INDEX, IQ5NL_INDEX, best_index_iq2nl, best_index_nl
 
 TYPES = ["IQ2_K", "IQ3_K", "IQ4_K", "IQ5_K", "IQ6_K"]
 
@@ -150,7 +143,7 @@ def test_layout_roundtrips_through_the_dequantizer(type_name):
 
 @pytest.mark.parametrize(
     ("values", "n", "table"),
-    [(T.IQ3NL_F32, 8, IQ3NL_INDEX), (T.IQ4K_F32, 16, IQ4K_INDEX), (T.IQ5NL_F32, 32, IQ5NL_INDEX)],
+    [(T.IQ3NL_F32, 8, IQ3NL_INDEX), (T.IQ4K_F32, 16, IQ4NL_INDEX), (T.IQ5NL_F32, 32, IQ5NL_INDEX)],
 )
 def test_best_index_is_the_nearest_grid_value(values, n, table):
     rng = np.random.default_rng(0)

@@ -19,6 +19,7 @@ from kiln.quants import dequantize, quantize
 from kiln.quants import iqk_ks_quantize as Q
 from kiln.quants import iqk_tables as T
 from kiln.quants.imatrix import read_imatrix_dat
+from kiln.quants.quantize_common import nl_best_index
 
 TYPES = ["IQ2_KS", "IQ2_KL", "IQ3_KS", "IQ4_KSS", "IQ4_KS", "IQ5_KS"]  # fewest bits first
 # relative RMS error bounds on gaussian rows with outliers (measured without imatrix:
@@ -156,15 +157,15 @@ def test_threads_and_layouts_give_the_same_bytes():
 
 def test_nearest_value_tables():
     """The shortcut tables give the nearest grid value wherever no midpoint is within 1."""
-    for half, nv in ((T.IQ3NL[:8], 8), (T.IQ4K[:16], 16), (T.IQ5NL[:32], 32)):
+    for half, bits in ((T.IQ3NL[:8], 3), (T.IQ4K[:16], 4), (T.IQ5NL[:32], 5)):
         v = np.asarray(half, np.float32)
         mids = (v[1:] + v[:-1]) / 2
         for x in np.linspace(v[0] - 5, v[-1] + 5, 2001, dtype=np.float32):
-            got = Q._best_index(nv, 0, x)
+            got = nl_best_index(bits, 0, x)
             if np.all(np.abs(mids - x) >= 1):
-                assert got == int(np.argmin(np.abs(v - x))), (nv, x)
+                assert got == int(np.argmin(np.abs(v - x))), (bits, x)
             else:  # near a midpoint: the compared pair, the nearer one
-                assert abs(v[got] - x) <= np.min(np.abs(v - x)) + 1e-6, (nv, x)
+                assert abs(v[got] - x) <= np.min(np.abs(v - x)) + 1e-6, (bits, x)
 
 
 def test_iq2_kl_search_tables():

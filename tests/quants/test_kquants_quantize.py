@@ -20,8 +20,9 @@ from gguf.quants import quantize as gguf_quantize
 from kiln.errors import KilnError, QuantizeError, UnsupportedTypeError
 from kiln.quants import dequantize, quantize, repack
 from kiln.quants.kquants_quantize import QUANTIZERS
-from kiln.quants.kquants_search import IQ4NL_INDEX, IQ4NL_INT, best_index_iq4nl, f16_bits
+from kiln.quants.kquants_search import IQ4NL_INT, best_index_iq4nl, f16_bits
 from kiln.quants.kquants_tables import IQ4NL_VALUES
+from kiln.quants.quantize_common import IQ4NL_INDEX
 
 TYPES = list(QUANTIZERS)
 USES_IMATRIX = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
