@@ -285,7 +285,10 @@ def iq4nl_block(xb, w, Lb, ntry, index, vals, ivals):
         wq = w[j] * vals[lv]
         sumqx = _fma(wq, xb[j], sumqx)
         sumq2 = _fma(wq, vals[lv], sumq2)
-    d = sumqx / sumq2
+    # all importance weights of the block zero (an expert no token reached): ggml divides
+    # 0 by 0 and writes a NaN scale; kiln keeps the max-based scale
+    if sumq2 > 0:
+        d = sumqx / sumq2
     best = d * sumqx
     best_sumqx = sumqx
     best_sumq2 = sumq2

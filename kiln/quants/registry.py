@@ -175,14 +175,30 @@ def _row_group(t: QuantType) -> int:
     return interleaved.rows_per_group(t.name) if t.name in interleaved.LAYOUTS else 1
 
 
+def _guard_zero_blocks(w: np.ndarray) -> np.ndarray:
+    """Importance weights of one row with no all-zero 32-column block.
+
+    An expert that no token reached while the imatrix was made has zero importance; several
+    of ggml's searches then divide 0 by 0 and write NaN scales (or stop). kiln gives such
+    blocks a weight a million times below the row's mean, which leaves every weighted
+    error as it was while keeping the searches defined; an all-zero row becomes uniform."""
+    if w.size % 32 or not (w.reshape(-1, 32) == 0).all(axis=1).any():
+        return w
+    positive = w[w > 0]
+    tiny = np.float32(positive.mean() * 1e-6) if positive.size else np.float32(1.0)
+    blocks = w.reshape(-1, 32).copy()
+    blocks[(blocks == 0).all(axis=1)] = tiny
+    return blocks.reshape(-1)
+
+
 def _imatrix_per_matrix(imatrix: np.ndarray | None, n_mat: int, row_len: int, where: str) -> list:
     if imatrix is None:
         return [None] * n_mat
     w = np.ascontiguousarray(imatrix, dtype=np.float32).reshape(-1)
     if w.size == row_len:
-        return [w] * n_mat
+        return [_guard_zero_blocks(w)] * n_mat
     if w.size == n_mat * row_len:
-        return list(w.reshape(n_mat, row_len))
+        return [_guard_zero_blocks(row) for row in w.reshape(n_mat, row_len)]
     raise QuantizeError(
         f"imatrix{where} has {w.size} values, the tensor needs {row_len} per matrix "
         f"({n_mat} matrices); the imatrix was made for another model"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kiln.errors import KilnError, QuantizeError, UnsupportedTypeError
-from kiln.quants import quantize, repack
+from kiln.quants import dequantize, quantize, repack
 
 
 def _x(*shape, seed=0):
@@ -64,3 +64,16 @@ def test_repack_both_ways_and_wrong_pairs():
         repack(plain, (512, 16), "Q6_K", "Q4_K_R4")
     with pytest.raises(UnsupportedTypeError, match="interleaves 4 rows"):
         repack(quantize("Q6_K", x[:6]), (512, 6), "Q6_K", "Q6_K_R4")
+
+
+@pytest.mark.parametrize("type_name", ["IQ4_NL", "IQ4_XS", "IQ4_KS", "Q4_K", "IQ2_K", "IQ3_S"])
+def test_imatrix_with_zero_blocks(type_name):
+    """An expert no token reached has all-zero importance: the block is still quantized sanely
+    (ggml divides 0 by 0 in IQ4_NL/IQ4_XS and writes a NaN scale)."""
+    x = _x(8, 512, seed=5)
+    w = np.random.default_rng(6).chisquare(1.0, 512).astype(np.float32)
+    w[:256] = 0.0
+    raw = quantize(type_name, x, w, "blk.5.ffn_down_exps.weight")
+    back = dequantize(type_name, raw, (512, 8))
+    assert np.isfinite(back).all()
+    assert np.sqrt(np.mean((back - x) ** 2)) < 0.6 * np.sqrt(np.mean(x**2))
