@@ -163,6 +163,15 @@ class GatedFFN:
         return dispatch.linear(self.act(dispatch.linear(x, self.gate), dispatch.linear(x, self.up)), self.down)
 
 
+class PreNormBlock:
+    """h = x + attn(RMSNorm(x)); out = h + ffn(RMSNorm(h)): subclasses set attn_norm, attn,
+    ffn_norm, ffn and eps."""
+
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: LayerCache, rope: RopeTables) -> torch.Tensor:
+        h = x + self.attn(dispatch.rms_norm(x, self.attn_norm, self.eps), positions, cache, rope)
+        return h + self.ffn(dispatch.rms_norm(h, self.ffn_norm, self.eps))
+
+
 class CausalLM:
     """Token embedding, a stack of blocks, final norm and output projection.
 

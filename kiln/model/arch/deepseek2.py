@@ -12,13 +12,12 @@ Rope is ggml's adjacent-pair mode on the rope dims only; YaRN as DeepSeek scales
 
 from __future__ import annotations
 
-from ...kernels.dispatch import rms_norm
-from ..layers import CausalLM, GatedFFN, vector
+from ..layers import CausalLM, GatedFFN, PreNormBlock, vector
 from ..mla import MLAAttention, MLAShape, prepare_mla_tensors
 from ..moe import GATING_SOFTMAX, MoEFFN
 
 
-class Deepseek2Block:
+class Deepseek2Block(PreNormBlock):
     def __init__(self, model: Deepseek2, tensors, layer: int):
         hp, p = model.hp, f"blk.{layer}"
         self.eps = hp.norm_eps
@@ -31,9 +30,6 @@ class Deepseek2Block:
             # DeepSeek 2/2.5 files may lack the gating key: they use softmax (ik_llama.cpp's rule)
             self.ffn = MoEFFN(tensors, p, hp, model.settings, hp.expert_gating_func or GATING_SOFTMAX)
 
-    def __call__(self, x, positions, cache, rope):
-        h = x + self.attn(rms_norm(x, self.attn_norm, self.eps), positions, cache, rope)
-        return h + self.ffn(rms_norm(h, self.ffn_norm, self.eps))
 
 
 class Deepseek2(CausalLM):

@@ -6,12 +6,11 @@ blocks are not run."""
 
 from __future__ import annotations
 
-from ...kernels.dispatch import rms_norm
-from ..layers import Attention, CausalLM, GatedFFN, RopeConfig, vector
+from ..layers import Attention, CausalLM, GatedFFN, PreNormBlock, RopeConfig, vector
 from ..moe import GATING_SIGMOID, MoEFFN
 
 
-class Glm4MoeBlock:
+class Glm4MoeBlock(PreNormBlock):
     def __init__(self, model: CausalLM, tensors, layer: int):
         hp, p = model.hp, f"blk.{layer}"
         self.eps = hp.norm_eps
@@ -26,9 +25,6 @@ class Glm4MoeBlock:
         else:
             self.ffn = MoEFFN(tensors, p, hp, model.settings, hp.expert_gating_func or GATING_SIGMOID)
 
-    def __call__(self, x, positions, cache, rope):
-        h = x + self.attn(rms_norm(x, self.attn_norm, self.eps), positions, cache, rope)
-        return h + self.ffn(rms_norm(h, self.ffn_norm, self.eps))
 
 
 class Glm4Moe(CausalLM):

@@ -8,11 +8,10 @@ GGUF llama files store q/k permuted for ggml's adjacent-pair ("norm") rope.
 
 from __future__ import annotations
 
-from ...kernels.dispatch import rms_norm
-from ..layers import Attention, CausalLM, GatedFFN, RopeConfig, vector
+from ..layers import Attention, CausalLM, GatedFFN, PreNormBlock, RopeConfig, vector
 
 
-class LlamaBlock:
+class LlamaBlock(PreNormBlock):
     def __init__(self, model: CausalLM, tensors, layer: int):
         hp, p = model.hp, f"blk.{layer}"
         self.eps = hp.norm_eps
@@ -28,9 +27,6 @@ class LlamaBlock:
         self.ffn_norm = vector(tensors.get(f"{p}.ffn_norm.weight"))
         self.ffn = GatedFFN(tensors, p)
 
-    def __call__(self, x, positions, cache, rope):
-        h = x + self.attn(rms_norm(x, self.attn_norm, self.eps), positions, cache, rope)
-        return h + self.ffn(rms_norm(h, self.ffn_norm, self.eps))
 
 
 class Llama(CausalLM):

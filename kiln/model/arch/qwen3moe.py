@@ -4,12 +4,11 @@ always normalizes them for this architecture), no shared expert."""
 
 from __future__ import annotations
 
-from ...kernels.dispatch import rms_norm
-from ..layers import Attention, CausalLM, RopeConfig, vector
+from ..layers import Attention, CausalLM, PreNormBlock, RopeConfig, vector
 from ..moe import GATING_SOFTMAX, MoEFFN
 
 
-class Qwen3MoeBlock:
+class Qwen3MoeBlock(PreNormBlock):
     def __init__(self, model: CausalLM, tensors, layer: int):
         hp, p = model.hp, f"blk.{layer}"
         self.eps = hp.norm_eps
@@ -19,9 +18,6 @@ class Qwen3MoeBlock:
         self.ffn_norm = vector(tensors.get(f"{p}.ffn_norm.weight"))
         self.ffn = MoEFFN(tensors, p, hp, model.settings, GATING_SOFTMAX, norm_weights=True)
 
-    def __call__(self, x, positions, cache, rope):
-        h = x + self.attn(rms_norm(x, self.attn_norm, self.eps), positions, cache, rope)
-        return h + self.ffn(rms_norm(h, self.ffn_norm, self.eps))
 
 
 class Qwen3Moe(CausalLM):
