@@ -9,6 +9,9 @@ from __future__ import annotations
 from . import reference
 
 linear = reference.linear
+expert_linear = reference.expert_linear
+expert_gate_up = reference.expert_gate_up
+per_head_linear = reference.per_head_linear
 rms_norm = reference.rms_norm
 rope_cos_sin = reference.rope_cos_sin
 rope = reference.rope

@@ -23,6 +23,30 @@ def linear(x: torch.Tensor, w: QTensor, bias: torch.Tensor | None = None) -> tor
     return y
 
 
+def expert_linear(x: torch.Tensor, w: QTensor, expert: int) -> torch.Tensor:
+    """x @ W_e^T for expert `expert` of a 3D expert tensor (ggml (in, out, n_expert))."""
+    return x @ w.matrix(expert).T
+
+
+def expert_gate_up(
+    x: torch.Tensor, gate: QTensor, up: QTensor, expert: int, fused: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gate and up products of one expert; fused (-fmoe): one product with [gate_e; up_e],
+    kept per expert after first use."""
+    if not fused:
+        return expert_linear(x, gate, expert), expert_linear(x, up, expert)
+    key = ("gate_up", id(up), expert)
+    m = gate._dense.get(key)
+    if m is None:
+        m = gate._dense[key] = torch.cat([gate.matrix(expert), up.matrix(expert)], dim=0)
+    return (x @ m.T).chunk(2, dim=-1)
+
+
+def per_head_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x [n, h, d] times one matrix per head, w [h, out, d] -> [n, h, out]."""
+    return torch.einsum("nhd,hod->nho", x, w)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
     y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
     return y * weight if weight is not None else y

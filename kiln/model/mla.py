@@ -183,12 +183,12 @@ class MLAAttention:
                     torch.cat([q_nope, q_pe], dim=-1), k, v, positions, k_pos, self.kq_scale, max_kq_bytes=amb
                 )
             else:
-                q_lat = torch.einsum("nhd,hld->nhl", q_nope, self.k_b)
+                q_lat = dispatch.per_head_linear(q_nope, self.k_b)
                 q_cat = torch.cat([q_pe, q_lat], dim=-1)
                 out_lat = dispatch.attention(
                     q_cat, lat_all, lat_all[:, :, s.qk_rope :], positions, k_pos, self.kq_scale, max_kq_bytes=amb
                 )
-                out = torch.einsum("nhl,hvl->nhv", out_lat, self.v_b)
+                out = dispatch.per_head_linear(out_lat, self.v_b)
         return dispatch.linear(out.reshape(n, s.n_head * s.v_head), self.wo)
 
     def _decompress(self, c_kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -97,13 +97,6 @@ class RoutedExperts:
             _check_experts(t, n_expert)
         # -fmoe: one product with [gate; up] per expert (ik_llama.cpp fuses only equal types)
         self.fused = settings.fused_moe and self.gate.type_id == self.up.type_id
-        self._gate_up: dict[int, torch.Tensor] = {}
-
-    def _gate_up_matrix(self, e: int) -> torch.Tensor:
-        m = self._gate_up.get(e)
-        if m is None:
-            m = self._gate_up[e] = torch.cat([self.gate.matrix(e), self.up.matrix(e)], dim=0)
-        return m
 
     def __call__(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(x)
@@ -120,11 +113,8 @@ class RoutedExperts:
                 continue
             tokens = token_of[rows]
             xe = x[tokens]
-            if self.fused:
-                g, u = (xe @ self._gate_up_matrix(e).T).chunk(2, dim=-1)
-            else:
-                g, u = xe @ self.gate.matrix(e).T, xe @ self.up.matrix(e).T
-            y = dispatch.silu_gate(g, u) @ self.down.matrix(e).T
+            g, u = dispatch.expert_gate_up(xe, self.gate, self.up, e, self.fused)
+            y = dispatch.expert_linear(dispatch.silu_gate(g, u), self.down, e)
             out.index_add_(0, tokens, y * weights.reshape(-1)[rows, None])
         return out
 
