@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import fields
 
+from . import tools
 from .errors import KilnError
 from .runtime.options import Options
 
@@ -86,15 +88,31 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["ik", "mainline-old", "mainline-new"],
         help="DeepSeek MLA tensors to write: ik (kv_b, k_b, v_b), mainline-old (kv_b), mainline-new (k_b, v_b)",
     )
+    for name, help_text in tools.ARGUMENT_TOOLS.items():
+        module = tools.tool_module(name)
+        p = sub.add_parser(name, help=help_text, allow_abbrev=False)
+        module.add_arguments(p, _add_model_flags)
     return parser
 
 
-def parse_options(argv: list[str]) -> tuple[str, Options]:
+_OPTION_FIELDS = {f.name for f in fields(Options)}
+
+
+def parse_command(argv: list[str]) -> tuple[str, Options, argparse.Namespace]:
+    """(command, Options from ik_llama.cpp's flags, the tool's own arguments)."""
     ns = vars(build_parser().parse_args(argv))
     command = ns.pop("command")
+    if getattr(tools.tool_module(command), "PARSES_OWN_FLAGS", False):
+        return command, Options(), argparse.Namespace(**ns)
     if "flash_attn" in ns:
         ns["flash_attn"] = str(ns["flash_attn"]).lower() in ("on", "1", "auto", "true")
-    return command, Options(**ns)
+    own = {k: ns.pop(k) for k in list(ns) if k not in _OPTION_FIELDS}
+    return command, Options(**ns), argparse.Namespace(**own)
+
+
+def parse_options(argv: list[str]) -> tuple[str, Options]:
+    command, options, _ = parse_command(argv)
+    return command, options
 
 
 class _StderrHandler(logging.Handler):
@@ -113,16 +131,14 @@ def _log_to_stderr() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    command, options = parse_options(argv)
+    command, options, args = parse_command(argv)
     _log_to_stderr()
     try:
         options.validate()
         ignored = options.ignored_flags()
         if ignored:
             print(f"kiln: note: {' '.join(ignored)} accepted but not used by this version (CPU only)", file=sys.stderr)
-        from . import tools
-
-        return tools.run_tool(command, options) or 0
+        return tools.run_tool(command, options, args) or 0
     except KilnError as e:
         print(f"kiln {command}: error: {e}", file=sys.stderr)
         return 1

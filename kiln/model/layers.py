@@ -233,4 +233,9 @@ class CausalLM:
         if self.hp.final_logit_softcap:
             cap = self.hp.final_logit_softcap
             logits = cap * torch.tanh(logits / cap)
+        if not torch.isfinite(logits).all():
+            raise NumericalError(
+                "NaN or Inf in the logits (the output layer, after finite hidden states): "
+                "the output weights are out of range; check the file"
+            )
         return logits

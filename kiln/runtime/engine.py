@@ -90,9 +90,17 @@ class Engine:
         self.cache.seq(seq).truncate(n)
 
     @torch.inference_mode()
-    def eval(self, tokens: Sequence[int] | torch.Tensor, seq: int = 0, all_logits: bool = True) -> torch.Tensor:
-        """Append tokens to sequence `seq` and return their logits [n, n_vocab] (or [1, n_vocab]
-        for the last token only with all_logits=False). The prompt is split into -ub micro-batches."""
+    def eval(
+        self,
+        tokens: Sequence[int] | torch.Tensor,
+        seq: int = 0,
+        all_logits: bool = True,
+        logits_from: int = 0,
+    ) -> torch.Tensor:
+        """Append tokens to sequence `seq` and return their logits [n - logits_from, n_vocab]
+        (or [1, n_vocab] for the last token only with all_logits=False; tokens before
+        `logits_from` only fill the cache). The prompt is split into -ub micro-batches.
+        A NaN or Inf raises `NumericalError` naming the first layer where it appeared."""
         toks = torch.as_tensor(list(tokens) if not isinstance(tokens, torch.Tensor) else tokens, dtype=torch.long)
         if toks.numel() == 0:
             raise KilnError("nothing to evaluate: the token list is empty")
@@ -108,7 +116,12 @@ class Engine:
         for start in range(0, toks.numel(), step):
             chunk = toks[start : start + step]
             last = start + step >= toks.numel()
-            rows = None if all_logits else torch.tensor([chunk.numel() - 1] if last else [], dtype=torch.long)
+            if not all_logits:
+                rows = torch.tensor([chunk.numel() - 1] if last else [], dtype=torch.long)
+            elif logits_from > start:
+                rows = torch.arange(min(logits_from - start, chunk.numel()), chunk.numel())
+            else:
+                rows = None
             positions = cache.begin(chunk.numel())
             try:
                 logits = self.model.forward(chunk, positions, cache, output_rows=rows)
