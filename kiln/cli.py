@@ -57,7 +57,9 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ignore-eos", dest="ignore_eos", action="store_true")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand; with `command`, only that tool's module is imported to
+    declare its flags (the others keep their name and help line)."""
     parser = argparse.ArgumentParser(prog="kiln", description="Run and cook GGUF language models (ik_llama.cpp's flags).", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -89,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="DeepSeek MLA tensors to write: ik (kv_b, k_b, v_b), mainline-old (kv_b), mainline-new (k_b, v_b)",
     )
     for name, help_text in tools.ARGUMENT_TOOLS.items():
-        module = tools.tool_module(name)
         p = sub.add_parser(name, help=help_text, allow_abbrev=False)
-        module.add_arguments(p, _add_model_flags)
+        if command in (None, name):  # only the tool being run is imported (quantize must not load torch)
+            tools.tool_module(name).add_arguments(p, _add_model_flags)
     return parser
 
 
@@ -100,7 +102,8 @@ _OPTION_FIELDS = {f.name for f in fields(Options)}
 
 def parse_command(argv: list[str]) -> tuple[str, Options, argparse.Namespace]:
     """(command, Options from ik_llama.cpp's flags, the tool's own arguments)."""
-    ns = vars(build_parser().parse_args(argv))
+    command = next((a for a in argv if not a.startswith("-")), None)
+    ns = vars(build_parser(command).parse_args(argv))
     command = ns.pop("command")
     if getattr(tools.tool_module(command), "PARSES_OWN_FLAGS", False):
         return command, Options(), argparse.Namespace(**ns)

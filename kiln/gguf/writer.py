@@ -1,7 +1,8 @@
 """Write GGUF files by streaming: metadata first, then each tensor's bytes one by one.
 
 Tensors are registered with their shape, type and a `source` (bytes, an array,
-or a function returning one) that is read only when that tensor's turn comes,
+or a function returning one, or returning an iterator of pieces, e.g. one expert
+at a time) that is read only when that tensor's turn comes,
 so a whole model never has to be in memory. The file is written to a temporary
 name beside the target and renamed when complete: a failure leaves no
 half-written file.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -124,7 +125,14 @@ class GGUFWriter:
         if exc_type is None:
             self.write()
 
+    def planned_size(self) -> int:
+        """The size in bytes of the file `write()` will produce, without writing anything."""
+        return len(self._header_bytes()) + sum(_padded(t.nbytes, self.alignment) for t in self._tensors.values())
+
     def _write_header(self, fh) -> None:
+        fh.write(self._header_bytes())
+
+    def _header_bytes(self) -> bytes:
         out = bytearray()
         out += GGUF_MAGIC
         out += struct.pack("<IQQ", 3, len(self._tensors), len(self._kv))
@@ -140,20 +148,31 @@ class GGUFWriter:
             out += struct.pack("<IQ", t.type_id, offset)
             offset += _padded(t.nbytes, self.alignment)
         out += b"\0" * (_padded(len(out), self.alignment) - len(out))
-        fh.write(out)
+        return bytes(out)
 
     def _write_tensor(self, fh, t: _PendingTensor) -> None:
         data = t.source() if callable(t.source) else t.source
-        if hasattr(data, "detach"):  # a torch tensor
-            data = data.detach().cpu().contiguous().numpy()
-        buf = memoryview(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data).cast("B")
-        if buf.nbytes != t.nbytes:
+        pieces = data if isinstance(data, Iterator) else (data,)
+        written = 0
+        for piece in pieces:
+            buf = _as_bytes(piece)
+            written += buf.nbytes
+            if written > t.nbytes:
+                break
+            fh.write(buf)
+        if written != t.nbytes:
             raise GGUFError(
-                f"tensor {t.name}: got {buf.nbytes} bytes of data, a {ggml_type_name(t.type_id)} tensor of "
-                f"shape {list(t.shape)} takes {t.nbytes}"
+                f"tensor {t.name}: got {'more than ' if written > t.nbytes else ''}"
+                f"{min(written, t.nbytes) if written > t.nbytes else written} bytes of data, "
+                f"a {ggml_type_name(t.type_id)} tensor of shape {list(t.shape)} takes {t.nbytes}"
             )
-        fh.write(buf)
         fh.write(b"\0" * (_padded(t.nbytes, self.alignment) - t.nbytes))
+
+
+def _as_bytes(data) -> memoryview:
+    if hasattr(data, "detach"):  # a torch tensor
+        data = data.detach().cpu().contiguous().numpy()
+    return memoryview(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data).cast("B")
 
 
 def _infer_item_type(values: list) -> ItemType:

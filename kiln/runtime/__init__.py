@@ -1,7 +1,21 @@
-"""Runtime: options, loading, KV cache, batching, sampling, and the Engine API."""
+"""Runtime: options, loading, KV cache, batching, sampling, and the Engine API.
 
-from .engine import Engine
-from .options import Options
-from .sampling import Sampler, SamplingParams
+Names are imported on first use, so that tools that need only `Options` (quantize, split)
+do not load torch."""
 
-__all__ = ["Engine", "Options", "Sampler", "SamplingParams"]
+from importlib import import_module
+
+_EXPORTS = {
+    "Engine": ".engine",
+    "Options": ".options",
+    "Sampler": ".sampling",
+    "SamplingParams": ".sampling",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
