@@ -26,11 +26,18 @@ class TensorSource(Protocol):
     def get(self, name: str, required: bool = True) -> QTensor | None: ...
 
 
-class LayerCache(Protocol):
-    """One sequence's KV cache as the model sees it."""
+AttendFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", torch.Tensor, torch.Tensor], torch.Tensor]
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Store k/v [n, n_head_kv, d] of the new tokens; return all keys, values and their positions."""
+
+class LayerCache(Protocol):
+    """The KV cache of the sequences in a batch, as the model sees it."""
+
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, positions: torch.Tensor, fn: AttendFn
+    ) -> torch.Tensor:
+        """Store k/v [n, n_head_kv, d] of the batch's new tokens (v None: the layer keeps only k),
+        then, for each sequence of the batch, return fn(q, k_all, v_all, q_positions, k_positions)
+        over that sequence's rows and its whole cache; the results in batch row order."""
         ...
 
 
@@ -143,11 +150,12 @@ class Attention:
         cos, sin = rope.get(self.rope)
         q = dispatch.rope(q, cos, sin, self.rope.neox)
         k = dispatch.rope(k, cos, sin, self.rope.neox)
-        k_all, v_all, k_pos = cache.append(self.layer, k, v)
-        out = dispatch.attention(
-            q, k_all, v_all, positions, k_pos, self.scale, self.window, self.softcap, self.max_kq_bytes
-        )
+        out = cache.attend(self.layer, q, k, v, positions, self._attend)
         return dispatch.linear(out.reshape(n, self.n_head * self.head_dim_v), self.wo, self.bo)
+
+
+    def _attend(self, q, k_all, v_all, q_pos, k_pos) -> torch.Tensor:
+        return dispatch.attention(q, k_all, v_all, q_pos, k_pos, self.scale, self.window, self.softcap, self.max_kq_bytes)
 
 
 class GatedFFN:

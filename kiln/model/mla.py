@@ -165,31 +165,31 @@ class MLAAttention:
         cos, sin = rope.get(self.rope)
         q_pe = dispatch.rope(q_pe, cos, sin, False)
         k_pe = dispatch.rope(k_pe, cos, sin, False)
-        amb = self.settings.attn_max_bytes
         if self.settings.mla == 0:
             k_nope, v = self._decompress(c_kv)
             k = torch.cat([k_nope, k_pe.expand(n, s.n_head, s.qk_rope)], dim=-1)
-            k_all, v_all, k_pos = cache.append(self.layer, k, v)
-            out = dispatch.attention(
-                torch.cat([q_nope, q_pe], dim=-1), k_all, v_all, positions, k_pos, self.kq_scale, max_kq_bytes=amb
-            )
+            out = cache.attend(self.layer, torch.cat([q_nope, q_pe], dim=-1), k, v, positions, self._attend)
         else:
             latent = torch.cat([k_pe, c_kv.view(n, 1, s.kv_lora)], dim=-1)
-            lat_all, _, k_pos = cache.append(self.layer, latent, None)
-            if self.settings.mla >= 2 and n >= MLA_DECOMPRESS_MIN_TOKENS:
-                k_nope, v = self._decompress(lat_all[:, 0, s.qk_rope :].float())
-                k = torch.cat([k_nope, lat_all[:, :, : s.qk_rope].float().expand(-1, s.n_head, -1)], dim=-1)
-                out = dispatch.attention(
-                    torch.cat([q_nope, q_pe], dim=-1), k, v, positions, k_pos, self.kq_scale, max_kq_bytes=amb
-                )
-            else:
-                q_lat = dispatch.per_head_linear(q_nope, self.k_b)
-                q_cat = torch.cat([q_pe, q_lat], dim=-1)
-                out_lat = dispatch.attention(
-                    q_cat, lat_all, lat_all[:, :, s.qk_rope :], positions, k_pos, self.kq_scale, max_kq_bytes=amb
-                )
-                out = dispatch.per_head_linear(out_lat, self.v_b)
+            q_parts = torch.cat([q_nope, q_pe], dim=-1)
+            out = cache.attend(self.layer, q_parts, latent, None, positions, self._attend_latent)
         return dispatch.linear(out.reshape(n, s.n_head * s.v_head), self.wo)
+
+    def _attend(self, q, k_all, v_all, q_pos, k_pos) -> torch.Tensor:
+        return dispatch.attention(q, k_all, v_all, q_pos, k_pos, self.kq_scale, max_kq_bytes=self.settings.attn_max_bytes)
+
+    def _attend_latent(self, q, lat_all, _, q_pos, k_pos) -> torch.Tensor:
+        """Attention over one sequence's latent cache: decompressed for long batches (-mla 2/3),
+        else in the latent space through attn_k_b / attn_v_b."""
+        s, amb = self.s, self.settings.attn_max_bytes
+        q_nope, q_pe = q[..., : s.qk_nope], q[..., s.qk_nope :]
+        if self.settings.mla >= 2 and q.shape[0] >= MLA_DECOMPRESS_MIN_TOKENS:
+            k_nope, v = self._decompress(lat_all[:, 0, s.qk_rope :].float())
+            k = torch.cat([k_nope, lat_all[:, :, : s.qk_rope].float().expand(-1, s.n_head, -1)], dim=-1)
+            return dispatch.attention(q, k, v, q_pos, k_pos, self.kq_scale, max_kq_bytes=amb)
+        q_cat = torch.cat([q_pe, dispatch.per_head_linear(q_nope, self.k_b)], dim=-1)
+        out_lat = dispatch.attention(q_cat, lat_all, lat_all[:, :, s.qk_rope :], q_pos, k_pos, self.kq_scale, max_kq_bytes=amb)
+        return dispatch.per_head_linear(out_lat, self.v_b)
 
     def _decompress(self, c_kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.s

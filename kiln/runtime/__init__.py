@@ -7,6 +7,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "Engine": ".engine",
+    "BatchItem": ".engine",
     "Options": ".options",
     "Sampler": ".sampling",
     "SamplingParams": ".sampling",

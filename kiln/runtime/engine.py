@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,12 +19,43 @@ from ..errors import ContextLimitError, KilnError
 from ..gguf.special_tokens import end_of_generation_ids
 from ..model import CausalLM, HParams, build_model, read_hparams
 from .default_model import default_model_path
-from .kv_cache import KVCache, bytes_per_value, check_row
+from .kv_cache import BatchCache, KVCache, bytes_per_value, check_row
 from .loader import GGUFTensors, open_model_file
 from .options import Options
 from .sampling import Sampler, SamplingParams
 
 log = logging.getLogger("kiln.runtime")
+
+LAST = -1  # BatchItem.logits: only the last token's row
+
+
+@dataclass
+class BatchItem:
+    """Tokens to append to one sequence, and which logits to return: rows from index
+    `logits` on (0: all), or only the last row (LAST)."""
+
+    seq: int
+    tokens: list[int]
+    logits: int = LAST
+
+
+def _micro_batches(lengths: list[int], step: int) -> list[list[tuple[int, int, int]]]:
+    """Pack items (their token counts, in order) into micro-batches of at most `step` tokens:
+    lists of (item index, first token, end token); a long item continues in the next ones."""
+    batches, current, room = [], [], step
+    for i, n in enumerate(lengths):
+        a = 0
+        while a < n:
+            take = min(room, n - a)
+            current.append((i, a, a + take))
+            a += take
+            room -= take
+            if room == 0:
+                batches.append(current)
+                current, room = [], step
+    if current:
+        batches.append(current)
+    return batches
 
 
 class Engine:
@@ -101,36 +133,61 @@ class Engine:
         (or [1, n_vocab] for the last token only with all_logits=False; tokens before
         `logits_from` only fill the cache). The prompt is split into -ub micro-batches.
         A NaN or Inf raises `NumericalError` naming the first layer where it appeared."""
-        toks = torch.as_tensor(list(tokens) if not isinstance(tokens, torch.Tensor) else tokens, dtype=torch.long)
-        if toks.numel() == 0:
-            raise KilnError("nothing to evaluate: the token list is empty")
-        cache = self.cache.seq(seq)
-        if cache.n_past + toks.numel() > self.n_ctx:
-            raise ContextLimitError(
-                f"{cache.n_past + toks.numel()} tokens do not fit in the context of {self.n_ctx} "
-                f"({cache.n_past} already in the cache, {toks.numel()} new); raise -c "
-                f"(the model was trained for {self.hparams.n_ctx_train}) or shorten the prompt"
-            )
+        toks = list(tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)
+        return self.eval_batch([BatchItem(seq, toks, logits_from if all_logits else LAST)])[0]
+
+    @torch.inference_mode()
+    def eval_batch(self, items: Sequence[BatchItem]) -> list[torch.Tensor]:
+        """Evaluate several sequences together (continuous batching): each item appends its
+        tokens to its own sequence; the items are packed into micro-batches of at most -ub
+        tokens, so a micro-batch can hold the prompt of one sequence and the next token of
+        others, each attending only to its own cache. Returns each item's logits as its
+        `logits` field asks (rows from an index on, or the last row)."""
+        seqs = [it.seq for it in items]
+        if len(set(seqs)) != len(seqs):
+            raise KilnError("eval_batch: one item per sequence")
+        for it in items:
+            if not it.tokens:
+                raise KilnError("nothing to evaluate: the token list is empty")
+            cache = self.cache.seq(it.seq)
+            if cache.n_past + len(it.tokens) > self.n_ctx:
+                raise ContextLimitError(
+                    f"{cache.n_past + len(it.tokens)} tokens do not fit in the context of {self.n_ctx} "
+                    f"({cache.n_past} already in the cache, {len(it.tokens)} new); raise -c "
+                    f"(the model was trained for {self.hparams.n_ctx_train}) or shorten the prompt"
+                )
         step = max(1, min(self.options.ubatch_size, self.options.batch_size))
-        outputs = []
-        for start in range(0, toks.numel(), step):
-            chunk = toks[start : start + step]
-            last = start + step >= toks.numel()
-            if not all_logits:
-                rows = torch.tensor([chunk.numel() - 1] if last else [], dtype=torch.long)
-            elif logits_from > start:
-                rows = torch.arange(min(logits_from - start, chunk.numel()), chunk.numel())
-            else:
-                rows = None
-            positions = cache.begin(chunk.numel())
+        results: list[list[torch.Tensor]] = [[] for _ in items]
+        for micro in _micro_batches([len(it.tokens) for it in items], step):
+            segments, tokens, positions, rows, owners = [], [], [], [], []
+            row0 = 0
+            for i, a, b in micro:
+                it = items[i]
+                cache = self.cache.seq(it.seq)
+                positions.append(cache.begin(b - a))
+                segments.append((cache, b - a))
+                tokens.extend(it.tokens[a:b])
+                first = len(it.tokens) - 1 if it.logits == LAST else it.logits
+                wanted = range(max(first, a), b)
+                rows.extend(row0 + j - a for j in wanted)
+                owners.append((i, len(wanted)))
+                row0 += b - a
             try:
-                logits = self.model.forward(chunk, positions, cache, output_rows=rows)
+                logits = self.model.forward(
+                    torch.tensor(tokens, dtype=torch.long), torch.cat(positions), BatchCache(segments),
+                    output_rows=torch.tensor(rows, dtype=torch.long),
+                )
             except BaseException:
-                cache.rollback()
+                for cache, _ in segments:
+                    cache.rollback()
                 raise
-            cache.commit(chunk.tolist())
-            outputs.append(logits)
-        return torch.cat(outputs, dim=0)
+            for (i, a, b), (cache, _) in zip(micro, segments, strict=True):
+                cache.commit(items[i].tokens[a:b])
+            at = 0
+            for i, count in owners:
+                results[i].append(logits[at : at + count])
+                at += count
+        return [torch.cat(parts, dim=0) for parts in results]
 
     # ----- generation -----
 

@@ -138,8 +138,31 @@ class SequenceCache:
             self.v[layer].write(self._start, v)
         return self.k[layer].read(end), (self.v[layer].read(end) if v is not None else None), torch.arange(end)
 
+    def attend(self, layer: int, q, k, v, positions, fn):
+        """The model's entry point (LayerCache): store the new rows, attend over the whole cache."""
+        k_all, v_all, k_pos = self.append(layer, k, v)
+        return fn(q, k_all, v_all, positions, k_pos)
+
     def nbytes(self) -> int:
         return sum(s.nbytes() for s in self.k + self.v)
+
+
+class BatchCache:
+    """Several sequences in one forward pass (continuous batching): consecutive row ranges of
+    the batch belong to different sequences, each attending only to its own cache."""
+
+    def __init__(self, segments: list[tuple[SequenceCache, int]]):
+        self.segments = segments  # (sequence, its row count), in batch order
+
+    def attend(self, layer: int, q, k, v, positions, fn):
+        outs = []
+        start = 0
+        for seq, n in self.segments:
+            end = start + n
+            outs.append(seq.attend(layer, q[start:end], k[start:end], None if v is None else v[start:end],
+                                   positions[start:end], fn))
+            start = end
+        return torch.cat(outs, dim=0)
 
 
 class KVCache:

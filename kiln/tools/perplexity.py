@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import KilnError, NumericalError, OptionError
-from ..runtime import Options
+from ..runtime import BatchItem, Options
 from . import perplexity_report as report
 from .common import load_engine
 from .perplexity_kld_file import KLDBaseWriter, read_kld_base
@@ -65,13 +65,19 @@ def _progress(text: str, to_json: bool) -> None:
     out.flush()
 
 
-def _eval_chunk(engine, tokens: list[int], first: int, chunk: int) -> torch.Tensor:
-    """Logits of positions first..n-1 of one chunk, evaluated from an empty cache."""
-    engine.reset(0)
+def _eval_chunks(engine, chunks: list[list[int]], first: int, chunk0: int) -> list[torch.Tensor]:
+    """Logits of positions first..n-1 of each chunk, evaluated together as separate sequences
+    from empty caches. On NaN/Inf the chunks are evaluated one by one to name the culprit."""
+    for seq in range(len(chunks)):
+        engine.reset(seq)
     try:
-        return engine.eval(tokens, seq=0, logits_from=first)
+        return engine.eval_batch([BatchItem(seq, c, first) for seq, c in enumerate(chunks)])
     except NumericalError as e:
-        raise NumericalError(f"chunk {chunk}: {e}") from None
+        if len(chunks) == 1:
+            raise NumericalError(f"chunk {chunk0}: {e}") from None
+    for j, c in enumerate(chunks):
+        _eval_chunks(engine, [c], first, chunk0 + j)
+    raise NumericalError(f"chunks {chunk0}..{chunk0 + len(chunks) - 1}: NaN or Inf in a batch but in no chunk alone")
 
 
 def _eta_line(seconds: float, n_passes: int) -> str:
@@ -121,25 +127,27 @@ def _perplexity(options: Options, args: argparse.Namespace) -> int:
             log(f"perplexity: saving all logits to {args.kld_base}")
         acc = PerplexityAccumulator()
         cumulative: list[float] = []
-        for i in range(n_chunk):
-            chunk = tokens[i * n_ctx : (i + 1) * n_ctx]
-            if bos is not None:
-                chunk = [bos, *chunk[1:]]
+        for i in range(0, n_chunk, n_seq):
+            chunks = []
+            for j in range(i, min(i + n_seq, n_chunk)):
+                chunk = tokens[j * n_ctx : (j + 1) * n_ctx]
+                chunks.append([bos, *chunk[1:]] if bos is not None else chunk)
             t_start = time.perf_counter()
-            logits = _eval_chunk(engine, chunk, first, i + 1)[:-1]
+            batch_logits = _eval_chunks(engine, chunks, first, i + 1)
             if i == 0:
-                log(_eta_line(time.perf_counter() - t_start, n_chunk))
-            targets = torch.tensor(chunk[first + 1 :])
-            nll = token_nll(logits, targets)
-            acc.add(nll)
-            if writer is not None:
-                writer.write_chunk(pack_log_probs(logits))
-            cumulative.append(acc.ppl())
-            if args.ppl_output_type == 0:
-                _progress(f"[{i + 1}]{cumulative[-1]:.4f},", options.json)
-            else:
-                mean, err = report.mean_nll(acc)
-                _progress(f"{i * n_ctx:8d}  {cumulative[-1]:.4f}  {mean:4f}  {err:4f}\n", options.json)
+                log(_eta_line(time.perf_counter() - t_start, -(-n_chunk // n_seq)))
+            for j, (chunk, logits) in enumerate(zip(chunks, batch_logits, strict=True)):
+                logits = logits[:-1]
+                nll = token_nll(logits, torch.tensor(chunk[first + 1 :]))
+                acc.add(nll)
+                if writer is not None:
+                    writer.write_chunk(pack_log_probs(logits))
+                cumulative.append(acc.ppl())
+                if args.ppl_output_type == 0:
+                    _progress(f"[{i + j + 1}]{cumulative[-1]:.4f},", options.json)
+                else:
+                    mean, err = report.mean_nll(acc)
+                    _progress(f"{(i + j) * n_ctx:8d}  {cumulative[-1]:.4f}  {mean:4f}  {err:4f}\n", options.json)
         _progress("\n", options.json)
         if writer is not None:
             writer.commit()
@@ -183,7 +191,7 @@ def _kl_divergence(options: Options, args: argparse.Namespace) -> int:
             if bos is not None:
                 chunk[0] = bos
             t_start = time.perf_counter()
-            logits = _eval_chunk(engine, chunk, first, i + 1)[:-1]
+            logits = _eval_chunks(engine, [chunk], first, i + 1)[0][:-1]
             if i == 0:
                 report.stderr(_eta_line(time.perf_counter() - t_start, n_chunk).replace("perplexity:", "kl_divergence:"))
                 _progress("\n" + report.KLD_CHUNK_HEADER + "\n", options.json)

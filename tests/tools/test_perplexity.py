@@ -227,3 +227,13 @@ def test_interrupted_base_file_leaves_nothing(tiny, tmp_path, capsys, monkeypatc
     monkeypatch.setattr(tool, "token_nll", fail)
     assert main(["perplexity", "-m", str(f32), "-f", str(text), "-c", str(N_CTX), "--kl-divergence-base", str(base)]) == 130
     assert list(tmp_path.iterdir()) == []
+
+
+def test_chunks_batched_together_give_the_same_figures(tiny, capsys):
+    f32, _, text = tiny
+    base = ["perplexity", "-m", str(f32), "-f", str(text), "-c", str(N_CTX), "--chunks", "5", "--json"]
+    one = run_json(capsys, [*base, "-b", str(N_CTX)])
+    fused = run_json(capsys, [*base, "-b", str(4 * N_CTX), "-ub", str(4 * N_CTX)])  # 4 chunks per forward pass
+    assert fused["chunks"] == pytest.approx(one["chunks"], rel=1e-5)
+    assert main([*base, "-b", str(N_CTX + 3)]) == 1
+    assert "multiple" in capsys.readouterr().err
