@@ -80,16 +80,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     dump.add_argument("inputs", nargs=1, metavar="FILE")
     dump.add_argument("--json", dest="json", action="store_true", help="print JSON")
 
-    convert = sub.add_parser("convert", help="convert a Hugging Face checkpoint to GGUF", allow_abbrev=False)
-    convert.add_argument("inputs", nargs=2, metavar=("HF_DIR", "OUT_GGUF"))
-    convert.add_argument("--outtype", dest="outtype", default="f16", choices=["f32", "f16", "bf16"])
-    convert.add_argument(
-        "--mla-convention",
-        dest="mla_convention",
-        default="ik",
-        choices=["ik", "mainline-old", "mainline-new"],
-        help="DeepSeek MLA tensors to write: ik (kv_b, k_b, v_b), mainline-old (kv_b), mainline-new (k_b, v_b)",
-    )
     for name, help_text in tools.ARGUMENT_TOOLS.items():
         p = sub.add_parser(name, help=help_text, allow_abbrev=False)
         if command in (None, name):  # only the tool being run is imported (quantize must not load torch)

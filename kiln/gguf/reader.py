@@ -272,7 +272,7 @@ class GGUFFile:
 
     def _check_split(self, paths: list[Path]) -> None:
         count = self.metadata.get(KEY_SPLIT_COUNT)
-        if count is None:
+        if not count:  # absent, or 0 as in files merged by llama-gguf-split
             return
         if count != len(paths):
             raise GGUFError(

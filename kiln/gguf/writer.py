@@ -107,6 +107,9 @@ class GGUFWriter:
         """Write the file (header, then each tensor in registration order), atomically."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".part", dir=self.path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every model file private
         try:
             with os.fdopen(fd, "wb") as fh:
                 self._write_header(fh)

@@ -18,9 +18,15 @@ Block-scaled fp8 checkpoints (DeepSeek's own) are dequantized to bf16 while
 read (`convert_fp8`).
 
 Tensors are read one at a time while the file is written, so memory holds one
-tensor, not the model (for a MoE model: one layer's stacked experts of one
-projection, each expert encoded as it is read). The file is written under a
-temporary name and renamed when complete. Details per part: `convert_arch`
+tensor, not the model (a MoE model's stacked experts are read, encoded and
+written one expert at a time). `--outtype q8_0` quantizes the 2-D weights to
+Q8_0 as llama.cpp's converter does (what it keeps in F32 stays F32; a weight
+whose rows do not fill 32-value blocks falls back to F16). The tensors come in
+the order of a single-file checkpoint (sorted by name) however the checkpoint
+is sharded, so sharding does not change the output. `split_max_size` writes a
+split set (`OUT-00001-of-0000N.gguf` ..., cut as `kiln split` cuts) through
+`kiln.gguf.split`. The file is written under a temporary name and renamed when
+complete. Details per part: `convert_arch`
 (names, keys, transformations), `convert_moe` (the MoE architectures),
 `convert_fp8` (fp8 checkpoints), `convert_vocab` (tokenizer), `convert_pretok`
 (tokenizer.ggml.pre).
@@ -41,6 +47,8 @@ import torch
 
 from ..errors import ConvertError
 from ..gguf import GGUFWriter, ValueType
+from ..gguf.split import SplitLimits, SplitTensor, plan_split, split_prefix, write_split
+from ..quants import quantize
 from . import convert_moe
 from .convert_arch import (
     Arch,
@@ -57,8 +65,8 @@ from .convert_vocab import TokenizerFiles, Vocab, build_vocab
 log = logging.getLogger("kiln.convert")
 
 # --outtype -> (ggml type id of 2-D weights, general.file_type)
-OUTTYPES = {"f32": (0, 0), "f16": (1, 1), "bf16": (30, 32)}
-F32, F16, BF16 = 0, 1, 30
+OUTTYPES = {"f32": (0, 0), "f16": (1, 1), "bf16": (30, 32), "q8_0": (8, 7)}
+F32, F16, BF16, Q8_0 = 0, 1, 30, 8
 GGML_QUANT_VERSION = 2
 
 _FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -135,6 +143,8 @@ class Checkpoint:
             raise ConvertError(
                 f"{index_path}: lists other tensors than the shards hold (e.g. {diff[0]}); download the files again"
             )
+        # a single file lists its tensors sorted by name: take that order whatever the sharding
+        self.tensors = dict(sorted(self.tensors.items()))
         self._pair_fp8_scales()
 
     def _pair_fp8_scales(self) -> None:
@@ -176,14 +186,19 @@ class Checkpoint:
         return t
 
 
-def convert(hf_dir, out_path, outtype: str = "f16", mla_convention: str = "ik") -> Path:
-    """Convert the Hugging Face checkpoint in `hf_dir` to a GGUF file at `out_path`; returns its path.
+def convert(
+    hf_dir, out_path, outtype: str = "f16", mla_convention: str = "ik", split_max_size: int | None = None
+) -> Path:
+    """Convert the Hugging Face checkpoint in `hf_dir` to a GGUF file at `out_path`; returns its path
+    (for a split set, the path of its first shard).
 
-    `outtype`: f32, f16 or bf16, the type of the 2-D weights (1-D tensors stay F32).
+    `outtype`: f32, f16, bf16 or q8_0, the type of the 2-D weights (1-D tensors stay F32).
     `mla_convention` (deepseek2 only): ik (attn_kv_b, attn_k_b and attn_v_b, as ik_llama.cpp's
     converter writes), mainline-old (attn_kv_b only) or mainline-new (3-D attn_k_b/attn_v_b
     and the MQA form of the attention keys, as llama.cpp's current converter writes).
     When `out_path` is an existing directory, the file is named after the model inside it.
+    `split_max_size` (bytes): shards of at most that much tensor data, named
+    OUT-00001-of-0000N.gguf (OUT without .gguf); a model that fits in one is one plain file.
     """
     hf_dir = Path(hf_dir)
     if outtype not in OUTTYPES:
@@ -224,7 +239,7 @@ def convert(hf_dir, out_path, outtype: str = "f16", mla_convention: str = "ik") 
     out = Path(out_path)
     if out.is_dir():
         out = out / f"{hf_dir.resolve().name}-{outtype.upper()}.gguf"
-    w = GGUFWriter(out)
+    w = _Metadata()
     w.add("general.architecture", arch.name, ValueType.STRING)
     w.add("general.type", "model", ValueType.STRING)
     _general_metadata(w, hp, hf_dir, _size_label(tensors))
@@ -234,10 +249,38 @@ def convert(hf_dir, out_path, outtype: str = "f16", mla_convention: str = "ik") 
     if arch.name == "gemma3" and vocab.model == "llama":
         w.add("tokenizer.ggml.add_space_prefix", False, ValueType.BOOL)
     w.add("general.quantization_version", GGML_QUANT_VERSION, ValueType.UINT32)
-    for name, shape, tid, source in tensors:
-        w.add_tensor(name, shape, tid, source)
-    w.write()
+    out = _write(out, w, tensors, split_max_size)
     log.info("wrote %s: %d tensors, %s", out, len(tensors), outtype)
+    return out
+
+
+class _Metadata:
+    """The metadata keys in order, with their types: GGUFWriter.add's signature, kept for the writer."""
+
+    def __init__(self) -> None:
+        self.values: dict = {}
+        self.types: dict = {}
+
+    def add(self, key: str, value, vtype: ValueType | None = None, item_type=None) -> None:
+        self.values[key] = value
+        self.types[key] = (vtype, item_type)
+
+
+def _write(out: Path, meta: _Metadata, tensors, split_max_size: int | None) -> Path:
+    """One GGUF file, or a split set when `split_max_size` asks for more than one shard."""
+    items = [SplitTensor(*t) for t in tensors]
+    if split_max_size is not None:
+        limits = SplitLimits(max_bytes=split_max_size)
+        prefix = split_prefix(out)
+        if len(plan_split(prefix, meta.values, meta.types, items, limits)) > 1:
+            shards = write_split(prefix, meta.values, meta.types, items, limits, force=True)
+            return shards[0].path
+    w = GGUFWriter(out)
+    for key, value in meta.values.items():
+        w.add(key, value, *meta.types[key])
+    for t in items:
+        w.add_tensor(t.name, t.shape, t.type_id, t.source)
+    w.write()
     return out
 
 
@@ -271,6 +314,7 @@ def _plan_tensors(arch: Arch, hp: HParams, ckpt: Checkpoint, type_id: int, vocab
         out_type = type_id
         if len(shape) <= 1 or gguf_name.endswith("_norm.weight") or not src.name.endswith(".weight"):
             out_type = F32
+        out_type = _fit_blocks(gguf_name, shape, out_type)
         planned.append(
             (
                 gguf_name,
@@ -294,25 +338,31 @@ def _plan_moe_tensors(arch: Arch, hp: HParams, ckpt: Checkpoint, type_id: int, l
     shapes = {name: src.shape for name, src in ckpt.tensors.items()}
     planned = []
     for p in convert_moe.plan_tensors(arch, hp, shapes, layout, mla):
-        out_type = F32 if p.f32 else type_id
+        out_type = _fit_blocks(p.name, p.shape, F32 if p.f32 else type_id)
         planned.append((p.name, tuple(reversed(p.shape)), out_type, _moe_loader(ckpt, p, out_type)))
     return planned
 
 
+def _fit_blocks(name: str, shape, out_type: int) -> int:
+    """Q8_0 needs rows of whole 32-value blocks; other rows are written F16, as llama.cpp's converter does."""
+    if out_type == Q8_0 and shape[-1] % 32:
+        log.warning("%s: rows of %d values do not fill Q8_0 blocks of 32, falling back to F16", name, shape[-1])
+        return F16
+    return out_type
+
+
 def _moe_loader(ckpt: Checkpoint, p: convert_moe.Planned, out_type: int):
-    def load() -> np.ndarray:
-        if len(p.sources) > 1:  # experts: encoded one by one into the stacked result
-            out = None
-            for i, name in enumerate(p.sources):
-                part = _encode(_as_float(ckpt.load(ckpt.tensors[name])), out_type)
-                if out is None:
-                    out = np.empty((len(p.sources), *part.shape), part.dtype)
-                out[i] = part
-            return out.reshape(p.shape)
+    def experts():
+        for name in p.sources:  # stacked experts: read, encoded and written one at a time
+            yield _encode(_as_float(ckpt.load(ckpt.tensors[name])), out_type, p.name)
+
+    def load():
+        if len(p.sources) > 1:
+            return experts()
         t = _as_float(ckpt.load(ckpt.tensors[p.sources[0]]))
         if p.build is not None:
             t = p.build([t])
-        return _encode(t.reshape(p.shape), out_type)
+        return _encode(t.reshape(p.shape), out_type, p.name)
 
     return load
 
@@ -332,13 +382,15 @@ def _loader(
     def load() -> np.ndarray:
         t = _as_float(ckpt.load(src))
         t = transform(arch, hp, src.name, t, vocab_rows).reshape(shape)
-        return _encode(t, out_type)
+        return _encode(t, out_type, src.name)
 
     return load
 
 
-def _encode(t: torch.Tensor, type_id: int) -> np.ndarray:
+def _encode(t: torch.Tensor, type_id: int, name: str = "") -> np.ndarray:
     a = t.contiguous().numpy()
+    if type_id == Q8_0:
+        return quantize("Q8_0", a, tensor_name=name)
     if type_id == F32:
         return a.astype(np.float32, copy=False)
     if type_id == F16:

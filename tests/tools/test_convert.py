@@ -632,8 +632,8 @@ def test_unsupported_architecture_names_the_supported_ones(llama_dir, tmp_path):
 
 
 def test_bad_outtype_and_missing_shard(llama_dir, tmp_path):
-    with pytest.raises(ConvertError, match="--outtype 'q8_0' is not supported; use one of f32, f16, bf16"):
-        convert(llama_dir, tmp_path / "out.gguf", outtype="q8_0")
+    with pytest.raises(ConvertError, match="--outtype 'q4_0' is not supported; use one of f32, f16, bf16, q8_0"):
+        convert(llama_dir, tmp_path / "out.gguf", outtype="q4_0")
     index = {"metadata": {}, "weight_map": {"model.norm.weight": "model-00002-of-00002.safetensors"}}
     (llama_dir / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(ConvertError, match="shard model-00002-of-00002.safetensors .* is missing"):
