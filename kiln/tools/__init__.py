@@ -26,15 +26,20 @@ TOOLS = {
     "bench": "bench",
     "sweep-bench": "sweep_bench",
     "plot": "plot",
+    "quantize": "quantize",
+    "split": "split",
 }
 
 # subcommand -> one-line help; these modules define add_arguments() and main(options, args)
 ARGUMENT_TOOLS = {
+    "convert": "convert a Hugging Face checkpoint to GGUF (f32, f16, bf16, q8_0; --split-max-size)",
     "perplexity": "perplexity (and KL-divergence) of a model over a text file, as llama-perplexity",
     "imatrix": "collect an importance matrix over a text file, as llama-imatrix",
     "bench": "llama-bench: prompt processing and generation speed, sweeping comma-separated flags",
     "sweep-bench": "llama-sweep-bench: speed as the KV cache fills up to -c",
     "plot": "plot perplexity against size (Pareto front) or sweep-bench runs",
+    "quantize": "quantize a GGUF model (llama-quantize): file types, --custom-q recipes, imatrix, --dry-run",
+    "split": "split a GGUF model into shards or merge shards (llama-gguf-split): --split-max-size, --merge",
 }
 
 
