@@ -239,6 +239,14 @@ def _custom_rules(rules) -> list[tuple[str, re.Pattern, str]]:
 # ---------------------------------------------------------------- the planner
 
 
+# the rules IQ1_S_R4/IQ1_M_R4 and IQ2_KT follow, and the types each gives
+_IQ1_R4_TYPES = dict(attn_v=("IQ4_K_R4", "IQ3_K_R4", "Q2_K_R4"), attn_k="Q4_K_R4", first_ffn="IQ3_K_R4",
+                     attn_q="Q4_K_R4", attn_qkv="IQ2_K_R4", shexp="IQ4_K_R4", ffn_down_first="Q2_K_R4",
+                     attn_output=("Q5_K_R4", "IQ2_K_R4"))
+_IQ2_KT_TYPES = dict(attn_v=("IQ4_K", "IQ3_K", "Q2_K"), attn_k="Q4_K", first_ffn="IQ3_K", attn_q="Q4_K",
+                     attn_qkv="IQ3_K", shexp="IQ4_K", ffn_down_first="IQ3_K", attn_output=("Q5_K", "IQ3_K"))
+
+
 class _Mixture:
     """llama_tensor_get_type's state: the counters run over the quantized tensors in file order."""
 
@@ -459,55 +467,38 @@ class _Mixture:
         return new
 
     def _iq1_r4(self, name: str, new: str) -> tuple[str, str]:
-        m, gqa, n_exp = self.m, self.m.n_gqa, self.m.n_expert
-        if "attn_v.weight" in name:
-            self.i_attention_wv += 1
-            return ("IQ4_K_R4" if n_exp >= 4 or gqa >= 4 else "IQ3_K_R4" if gqa >= 2 else "Q2_K_R4"), "attn_v"
-        if n_exp >= 8 and "attn_k" in name:
-            return "Q4_K_R4", "attn_k of an 8+ expert model"
-        if n_exp >= 8 and any(f"blk.0.{p}" in name for p in ("ffn_down", "ffn_gate", "ffn_up")):
-            return "IQ3_K_R4", "first-layer FFN of an 8+ expert model"
-        if n_exp >= 8 and "attn_q" in name:
-            return "Q4_K_R4", "attn_q of an 8+ expert model"
-        if "attn_qkv.weight" in name:
-            return "IQ2_K_R4", "attn_qkv"
-        if "_shexp.weight" in name:
-            return "IQ4_K_R4", "shared expert"
-        if "ffn_down" in name:
-            i, n = self._layer(self.i_ffn_down, name)
-            self.i_ffn_down += 1
-            why = f"ffn_down (layer {i} of {n})"
-            if self.o.get("ffn_down"):
-                return self.o["ffn_down"], why + ": --ffn-down-type"
-            return ("Q2_K_R4" if i < n // 8 else new), why
-        if "attn_output.weight" in name:
-            return ("Q5_K_R4" if m.n_expert >= 4 else "IQ2_K_R4"), "attn_output"
-        return new, "file type default"
+        return self._low_bit(name, new, _IQ1_R4_TYPES)
 
     def _iq2_kt(self, name: str, new: str) -> tuple[str, str]:
-        m, gqa, n_exp = self.m, self.m.n_gqa, self.m.n_expert
+        return self._low_bit(name, new, _IQ2_KT_TYPES)
+
+    def _low_bit(self, name: str, new: str, types: dict) -> tuple[str, str]:
+        """The rules IQ1_S_R4/IQ1_M_R4 and IQ2_KT share, with the types of one of them."""
+        gqa, n_exp = self.m.n_gqa, self.m.n_expert
         if "attn_v.weight" in name:
             self.i_attention_wv += 1
-            return ("IQ4_K" if n_exp >= 4 or gqa >= 4 else "IQ3_K" if gqa >= 2 else "Q2_K"), "attn_v"
+            many, two, one = types["attn_v"]
+            return (many if n_exp >= 4 or gqa >= 4 else two if gqa >= 2 else one), "attn_v"
         if n_exp >= 8 and "attn_k" in name:
-            return "Q4_K", "attn_k of an 8+ expert model"
+            return types["attn_k"], "attn_k of an 8+ expert model"
         if n_exp >= 8 and any(f"blk.0.{p}" in name for p in ("ffn_down", "ffn_gate", "ffn_up")):
-            return "IQ3_K", "first-layer FFN of an 8+ expert model"
+            return types["first_ffn"], "first-layer FFN of an 8+ expert model"
         if n_exp >= 8 and "attn_q" in name:
-            return "Q4_K", "attn_q of an 8+ expert model"
+            return types["attn_q"], "attn_q of an 8+ expert model"
         if "attn_qkv.weight" in name:
-            return "IQ3_K", "attn_qkv"
+            return types["attn_qkv"], "attn_qkv"
         if "_shexp.weight" in name:
-            return "IQ4_K", "shared expert"
+            return types["shexp"], "shared expert"
         if "ffn_down" in name:
             i, n = self._layer(self.i_ffn_down, name)
             self.i_ffn_down += 1
             why = f"ffn_down (layer {i} of {n})"
             if self.o.get("ffn_down"):
                 return self.o["ffn_down"], why + ": --ffn-down-type"
-            return ("IQ3_K" if i < n // 8 else new), why
+            return (types["ffn_down_first"] if i < n // 8 else new), why
         if "attn_output.weight" in name:
-            return ("Q5_K" if m.n_expert >= 4 else "IQ3_K"), "attn_output"
+            moe, dense = types["attn_output"]
+            return (moe if n_exp >= 4 else dense), "attn_output"
         return new, "file type default"
 
     def _iq2_family(self, name: str, new: str) -> tuple[str, str]:
