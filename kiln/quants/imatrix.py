@@ -1,4 +1,4 @@
-"""Reading importance matrices in the legacy binary `.dat` format of llama-imatrix.
+"""Importance matrices in the legacy binary `.dat` format of llama-imatrix: read and write.
 
 Layout (little-endian, int = int32), as ik_llama.cpp's examples/imatrix writes it:
 
@@ -17,13 +17,17 @@ element of a row, repeated for every row; a 3D (expert) tensor has n_expert * n_
 values, one row-length slice per expert.
 
 `read_imatrix_dat(path)` returns an `Imatrix`; `imatrix.weights(name)` gives what
-llama-quantize feeds to the quantizer for that tensor.
+llama-quantize feeds to the quantizer for that tensor. `write_imatrix_dat` writes the
+format (with the trailer). The GGUF imatrix format, the accumulated sums behind both and
+merging live in imatrix_gguf.py, imatrix_stats.py and imatrix_files.py.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,3 +155,45 @@ def read_imatrix_dat(path: str | os.PathLike) -> Imatrix:
         if r.left():
             raise r.fail(f"{r.left()} unexpected bytes after the dataset name")
     return out
+
+
+def write_imatrix_dat(
+    path: str | os.PathLike, entries: Iterable[tuple[str, int, np.ndarray]], chunks: int, dataset: str
+) -> None:
+    """Write a legacy `.dat` file: (name, ncall, values) per entry, then the trailer (chunk
+    count, dataset name). Written to a temporary file renamed at the end."""
+    out = bytearray()
+    n = 0
+    for name, ncall, values in entries:
+        raw = name.encode("utf-8")
+        v = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
+        out += struct.pack("<i", len(raw)) + raw + struct.pack("<ii", int(ncall), v.size) + v.tobytes()
+        n += 1
+    ds = dataset.encode("utf-8")
+    data = struct.pack("<i", n) + bytes(out) + struct.pack("<ii", int(chunks), len(ds)) + ds
+    write_atomically(path, data)
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    except OSError as e:
+        raise KilnError(f"{path}: cannot write the imatrix file: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise KilnError(f"{path}: cannot write the imatrix file: {e.strerror or e}") from None
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import KilnError
 from ..gguf.constants import ValueType
-from ..quants import imatrix as imatrix_files
+from ..quants import imatrix_files
 
 HIDDEN = "top_secret"
 
@@ -23,7 +23,7 @@ class LoadedImatrix:
 
 
 def load(path: str, include: list[str], exclude: list[str]) -> LoadedImatrix:
-    m = imatrix_files.read_imatrix_dat(path)  # TODO(lead): GGUF imatrix via the imatrix module
+    m = imatrix_files.read_imatrix(path)
     weights = m.as_weights()
     for bad, values in weights.items():
         if not np.isfinite(values).all():

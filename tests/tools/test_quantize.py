@@ -251,3 +251,21 @@ def test_keep_split_and_repack(golden, tmp_path, capsys):
                 assert np.array_equal(np.array(b.tensor_bytes(name)), want)
             else:
                 assert b.tensors[name].type_name == t.type_name
+
+
+def test_gguf_imatrix_quantizes_like_the_dat_file(golden, tmp_path, capsys):
+    from kiln.quants.imatrix_files import read_imatrix_stats, write_imatrix
+
+    dat = golden / "imatrix.dat"
+    gguf_imatrix = tmp_path / "imatrix.gguf"
+    write_imatrix(gguf_imatrix, read_imatrix_stats(dat, 512), "gguf")
+    outs = []
+    for i, m in enumerate((dat, gguf_imatrix)):
+        out = tmp_path / f"iq4_ks-{i}.gguf"
+        assert main(["quantize", "--imatrix", str(m), str(golden / "src.gguf"), str(out), "IQ4_KS"]) == 0
+        outs.append(out)
+    capsys.readouterr()
+    with GGUFFile(outs[0]) as a, GGUFFile(outs[1]) as b:
+        for name in a.tensors:
+            x, y = np.array(a.tensor_bytes(name)), np.array(b.tensor_bytes(name))
+            assert np.array_equal(x, y)  # same per-column weights, so the same bytes
