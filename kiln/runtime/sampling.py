@@ -56,7 +56,8 @@ class Sampler:
             probs = torch.softmax(values, dim=-1)
             keep = probs >= p.min_p * probs[0]
             values, ids = values[keep], ids[keep]
-        return ids, torch.softmax(values / p.temp, dim=-1)
+        # the max is taken out before dividing, so a tiny temperature gives one-hot, not inf - inf
+        return ids, torch.softmax((values - values.max()).double() / p.temp, dim=-1).float()
 
     def sample(self, logits: torch.Tensor) -> int:
         if self.p.temp <= 0:

@@ -28,6 +28,8 @@ TOOLS = {
     "plot": "plot",
     "quantize": "quantize",
     "split": "split",
+    "serve": "serve",
+    "server": "serve",
 }
 
 # subcommand -> one-line help; these modules define add_arguments() and main(options, args)
@@ -40,6 +42,8 @@ ARGUMENT_TOOLS = {
     "plot": "plot perplexity against size (Pareto front) or sweep-bench runs",
     "quantize": "quantize a GGUF model (llama-quantize): file types, --custom-q recipes, imatrix, --dry-run",
     "split": "split a GGUF model into shards or merge shards (llama-gguf-split): --split-max-size, --merge",
+    "serve": "OpenAI-compatible HTTP server (llama-server): parallel slots, streaming, prompt cache, chat page",
+    "server": "alias of serve",
 }
 
 

@@ -65,3 +65,12 @@ def test_seed_reproducible_and_distribution():
     for _ in range(4000):
         counts[s.sample(_logits(PROBS))] += 1
     assert torch.allclose(counts / 4000, torch.tensor(PROBS), atol=0.03)
+
+
+def test_tiny_temperature_is_greedy_not_nan():
+    from kiln.runtime.sampling import Sampler, SamplingParams
+
+    g = torch.Generator().manual_seed(3)
+    for temp in (1e-300, 1e-30):
+        x = torch.randn(500, generator=g)
+        assert Sampler(SamplingParams(temp, 40, 0.95, 0.05, 1.0, 64, 1)).sample(x) == int(x.argmax())
