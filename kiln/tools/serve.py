@@ -16,20 +16,12 @@ from ..errors import OptionError
 from ..runtime import Options
 from ..server.settings import REASONING_FORMATS, ServerSettings
 from .common import load_engine
+from .flags import add_sampling_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser, add_model_flags) -> None:
     add_model_flags(parser)
-    g = parser.add_argument_group("sampling defaults (a request's own fields win)")
-    g.add_argument("-n", "--n-predict", dest="n_predict", type=int, default=-1, help="tokens to generate when a request does not say (-1: until the end)")
-    g.add_argument("-s", "--seed", dest="seed", type=int, default=-1, help="random seed (-1: random)")
-    g.add_argument("--temp", dest="temp", type=float, default=0.8, help="temperature (0: greedy)")
-    g.add_argument("--top-k", dest="top_k", type=int, default=40)
-    g.add_argument("--top-p", dest="top_p", type=float, default=0.95)
-    g.add_argument("--min-p", dest="min_p", type=float, default=0.05)
-    g.add_argument("--repeat-penalty", dest="repeat_penalty", type=float, default=1.0)
-    g.add_argument("--repeat-last-n", dest="repeat_last_n", type=int, default=64)
-    g.add_argument("--ignore-eos", dest="ignore_eos", action="store_true")
+    add_sampling_flags(parser, "sampling defaults (a request's own fields win)")
     s = parser.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free port)")
