@@ -13,6 +13,7 @@ where the row count does not fill whole interleaved groups.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -28,14 +29,10 @@ NEEDS_IMATRIX = frozenset({
 })
 IMATRIX_EXEMPT = ("token_embd.weight", "output.weight")
 
-# ik_llama.cpp's run-time/offline repack targets (iqk_repacked_type): plain type -> interleaved
+# ik_llama.cpp's repack targets (iqk_repacked_type): every row-interleaved layout kiln has, by its
+# plain type, but IQ1_S_R4/IQ1_M_R4, whose scales differ from their plain types' (not repacks in ik)
 REPACK_TARGETS = {
-    "IQ2_K": "IQ2_K_R4", "IQ3_K": "IQ3_K_R4", "IQ4_K": "IQ4_K_R4", "IQ5_K": "IQ5_K_R4",
-    "IQ4_XS": "IQ4_XS_R8", "IQ4_KS": "IQ4_KS_R4", "IQ5_KS": "IQ5_KS_R4", "IQ4_NL": "IQ4_NL_R4",
-    "IQ2_BN": "IQ2_BN_R4", "IQ2_XXS": "IQ2_XXS_R4", "IQ2_XS": "IQ2_XS_R4", "IQ2_S": "IQ2_S_R4",
-    "IQ3_XXS": "IQ3_XXS_R4", "IQ3_S": "IQ3_S_R4", "Q2_K": "Q2_K_R4", "Q3_K": "Q3_K_R4",
-    "Q4_K": "Q4_K_R4", "Q5_K": "Q5_K_R4", "Q6_K": "Q6_K_R4", "Q4_0": "Q4_0_R8", "Q5_0": "Q5_0_R4",
-    "Q6_0": "Q6_0_R4", "Q8_0": "Q8_0_R8", "Q8_K": "Q8_K_R8", "Q8_KV": "Q8_KV_R8",
+    interleaved.plain_type(name): name for name in interleaved.LAYOUTS if name not in ("IQ1_S_R4", "IQ1_M_R4")
 }
 NOT_REPACKED = ("token_embd.weight", "per_layer_token_embd.weight")
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16", "F64"})
@@ -115,10 +112,7 @@ class TensorPlan:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass
