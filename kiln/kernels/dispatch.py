@@ -1,7 +1,10 @@
 """Pick the kernel for an operation by device and tensor type.
 
-Today every operation runs on the reference path (dequantize once, torch on
-the CPU); Numba and Triton kernels plug in here, behind the same signatures.
+Weight products on the CPU run the Numba kernels of `cpu/` when the weight's type has a
+block decoder there, directly or after unpacking a row-interleaved layout
+(`cpu.linear.weight_plan`); other types, and every product while
+`use_reference(True)` is in force (or KILN_KERNELS=reference in the environment), take
+the reference path (dequantize once, torch). Triton kernels plug in here the same way.
 
 The weight products also report their inputs to the activation observer when one is
 installed (`observe.py`; `kiln imatrix` uses it); without one that costs one check.
@@ -9,15 +12,106 @@ installed (`observe.py`; `kiln imatrix` uses it); without one that costs one che
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from . import observe, reference
+from .cpu import attention as cpu_attention
+from .cpu import linear as cpu_linear
+from .cpu import norm as cpu_norm
+from .cpu import rope as cpu_rope
 from .weights import QTensor
 
-rms_norm = reference.rms_norm
+_reference_only = os.environ.get("KILN_KERNELS", "").lower() == "reference"
+
+
+def use_reference(flag: bool) -> None:
+    """Route every product through `reference.py` (True) or the fast kernels (False)."""
+    global _reference_only
+    _reference_only = flag
+
+
+def fast_cpu(x: torch.Tensor, w: QTensor) -> bool:
+    """Whether the product x @ W^T takes a Numba kernel."""
+    return not _reference_only and x.device.type == "cpu" and x.dtype == torch.float32 and cpu_weight(w) is not None
+
+
+def cpu_weight(w: QTensor) -> cpu_linear.CpuWeight | None:
+    """The CPU kernels' view of a weight (None when its type has no kernel), made once:
+    row-interleaved types (_R4, _R8) are unpacked to their plain layout, which is the one
+    the kernels read fastest (lossless; the unpacked bytes replace the mapped ones)."""
+    plan = w._dense.get("cpu", 0)
+    if plan == 0:
+        plan = w._dense["cpu"] = cpu_linear.weight_plan(w.raw, w.type_id, w.shape)
+    return plan
+
+
+_NO_WEIGHT = torch.ones(1)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """RMS norm over the last dimension (reference.rms_norm); one Numba pass on the CPU."""
+    if _reference_only or x.device.type != "cpu" or x.dtype != torch.float32 or x.shape[-1] == 0:
+        return reference.rms_norm(x, weight, eps)
+    rows = x.reshape(-1, x.shape[-1])
+    out = torch.empty(rows.shape, dtype=torch.float32)
+    w = _NO_WEIGHT if weight is None else weight.float()
+    cpu_norm.rms_norm_into(rows.numpy(), w.numpy(), weight is not None, float(eps), out.numpy())
+    return out.view(x.shape)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, neox: bool) -> torch.Tensor:
+    """Rotary embedding (reference.rope); one Numba pass for float32 tensors on the CPU."""
+    if _reference_only or x.device.type != "cpu" or x.dtype != torch.float32 or cos.dtype != torch.float32:
+        return reference.rope(x, cos, sin, neox)
+    out = torch.empty(x.shape, dtype=torch.float32)
+    cpu_rope.rope_into(x.numpy(), cos.contiguous().numpy(), sin.contiguous().numpy(), neox, out.numpy())
+    return out
+
+
+ATTENTION_MAX_QUERIES = 8  # more query rows (prompt processing) take torch's batched products
+
+
+def attention(q, k, v, q_pos, k_pos, scale, window=0, softcap=0.0, max_kq_bytes=0) -> torch.Tensor:
+    """Causal attention (reference.attention); a few queries over an f16 cache on the CPU
+    take the flash-style Numba kernel (no score matrix, so -amb has nothing to bound)."""
+    if (
+        _reference_only
+        or q.device.type != "cpu"
+        or q.shape[0] > ATTENTION_MAX_QUERIES
+        or k.dtype != torch.float16
+        or v is None
+        or v.dtype != torch.float16
+        or q.shape[-1] % 8
+        or v.shape[-1] % 8
+        or not k.is_contiguous()
+        or not v.is_contiguous()
+    ):
+        return reference.attention(q, k, v, q_pos, k_pos, scale, window, softcap, max_kq_bytes)
+    n_k = k.shape[0]
+    out = torch.empty((q.shape[0], q.shape[1], v.shape[-1]), dtype=torch.float32)
+    cpu_attention.attend_f16(
+        q.float().contiguous().numpy(),
+        k.view(torch.int16).reshape(n_k, -1).numpy(),
+        v.view(torch.int16).reshape(n_k, -1).numpy(),
+        q_pos.to(torch.int64).numpy(),
+        k_pos.to(torch.int64).numpy(),
+        float(scale),
+        int(window),
+        float(softcap),
+        out.numpy(),
+    )
+    return out
+
+
+def _fast_product(x: torch.Tensor, w: QTensor, expert: int | None = None) -> torch.Tensor:
+    plan = cpu_weight(w)
+    m = plan.matrix
+    y = cpu_linear.product(x.reshape(-1, m.K), plan.expert_bytes(expert), m)
+    return y.reshape(*x.shape[:-1], m.n_out)
+
 rope_cos_sin = reference.rope_cos_sin
-rope = reference.rope
-attention = reference.attention
 silu_gate = reference.silu_gate
 gelu_gate = reference.gelu_gate
 
@@ -26,6 +120,9 @@ def linear(x: torch.Tensor, w: QTensor, bias: torch.Tensor | None = None) -> tor
     """x @ W^T (+ bias), W stored as ggml (in, out)."""
     if observe.OBSERVER is not None:
         observe.OBSERVER(w.name, x, None, 1)
+    if fast_cpu(x, w):
+        y = _fast_product(x, w)
+        return y if bias is None else y + bias
     return reference.linear(x, w, bias)
 
 
@@ -33,6 +130,8 @@ def expert_linear(x: torch.Tensor, w: QTensor, expert: int) -> torch.Tensor:
     """x @ W_e^T for expert `expert` of a 3D expert tensor; x holds the tokens routed to it."""
     if observe.OBSERVER is not None:
         observe.OBSERVER(w.name, x, expert, w.shape[2])
+    if fast_cpu(x, w):
+        return _fast_product(x, w, expert)
     return reference.expert_linear(x, w, expert)
 
 
@@ -46,6 +145,8 @@ def expert_gate_up(
         if not fused:
             observe.OBSERVER(gate.name, x, expert, gate.shape[2])
         observe.OBSERVER(up.name, x, expert, up.shape[2])
+    if fast_cpu(x, gate) and fast_cpu(x, up):
+        return _fast_product(x, gate, expert), _fast_product(x, up, expert)
     return reference.expert_gate_up(x, gate, up, expert, fused)
 
 

@@ -48,8 +48,8 @@ def per_head_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
-    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return y * weight if weight is not None else y
+    """x * rsqrt(mean(x^2) + eps) * weight over the last dimension (one fused torch op)."""
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
 def yarn_corr_dims(n_dims: int, n_ctx_orig: int, freq_base: float, beta_fast: float, beta_slow: float):

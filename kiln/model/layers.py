@@ -225,13 +225,18 @@ class CausalLM:
             raise ModelError(f"token id {bad} is outside the vocabulary (0..{self.hp.n_vocab - 1})")
         x = self.embed(tokens)
         rope = RopeTables(positions, self.freq_factors)
+        # one sum per layer, checked once at the end: a NaN or Inf anywhere in a layer's output
+        # makes its sum non-finite, and the first such layer is the one to report
+        sums = torch.empty(len(self.blocks), dtype=torch.float32)
         for il, block in enumerate(self.blocks):
             x = block(x, positions, cache, rope)
-            if not torch.isfinite(x).all():
-                raise NumericalError(
-                    f"NaN or Inf in the output of layer {il} (blk.{il}); the weights or the input are out of "
-                    "range: check the file, or try a f32 KV cache (-ctk f32 -ctv f32)"
-                )
+            sums[il] = x.sum()
+        if len(self.blocks) and not bool(torch.isfinite(sums).all()):
+            il = int((~torch.isfinite(sums)).nonzero()[0])
+            raise NumericalError(
+                f"NaN or Inf in the output of layer {il} (blk.{il}); the weights or the input are out of "
+                "range: check the file, or try a f32 KV cache (-ctk f32 -ctv f32)"
+            )
         if output_rows is not None:
             if output_rows.numel() == 0:  # only the KV cache was wanted
                 return x.new_empty((0, self.hp.n_vocab))

@@ -17,10 +17,12 @@ import torch
 
 from ..errors import ContextLimitError, KilnError
 from ..gguf.special_tokens import end_of_generation_ids
+from ..kernels.cpu.linear import set_threads as set_cpu_threads
 from ..model import CausalLM, HParams, build_model, read_hparams
+from . import numa
 from .default_model import default_model_path
 from .kv_cache import BatchCache, KVCache, bytes_per_value, check_row
-from .loader import GGUFTensors, open_model_file
+from .loader import GGUFTensors, open_model_file, repack_for_cpu
 from .options import Options
 from .sampling import Sampler, SamplingParams
 
@@ -97,12 +99,19 @@ class Engine:
         options = options or Options()
         options.validate()
         path = Path(path or options.model or default_model_path())
+        numa.apply(options.numa)
         if options.threads > 0:
             torch.set_num_threads(options.threads)
+        set_cpu_threads(options.threads, options.threads_batch)
         gguf = open_model_file(path)
         try:
             hp = read_hparams(gguf.metadata, str(path))
-            model = build_model(hp, GGUFTensors(gguf, copy=options.no_mmap), str(path), options.compute_settings())
+            # -rtr: weights read into memory (no mmap, as in ik_llama.cpp) and put in the layout
+            # the CPU kernels read, all at load time instead of at first use
+            tensors = GGUFTensors(gguf, copy=options.no_mmap or options.run_time_repack)
+            model = build_model(hp, tensors, str(path), options.compute_settings())
+            if options.run_time_repack:
+                repack_for_cpu(tensors)
         except BaseException:
             gguf.close()
             raise

@@ -8,6 +8,7 @@ tensors the model never asks for are never touched.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from ..errors import ModelError
 from ..gguf import GGUFFile
 from ..kernels.weights import QTensor
 from ..quants import quant_type
+
+log = logging.getLogger("kiln.runtime")
 
 
 class GGUFTensors:
@@ -55,3 +58,16 @@ class GGUFTensors:
 
 def open_model_file(path: str | Path) -> GGUFFile:
     return GGUFFile(path)
+
+
+def repack_for_cpu(tensors: GGUFTensors) -> int:
+    """Prepare every loaded weight for the CPU kernels now (-rtr): row-interleaved layouts
+    are unpacked to the plain one the kernels read. Returns how many weights have a kernel."""
+    from ..kernels import dispatch
+
+    n = 0
+    for t in tensors._cache.values():
+        if len(t.shape) >= 2 and dispatch.cpu_weight(t) is not None:
+            n += 1
+    log.info("run-time repack: %d weight tensors ready for the CPU kernels", n)
+    return n

@@ -13,6 +13,7 @@ from ..errors import OptionError
 from ..model.settings import MIB, ComputeSettings
 
 KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0")
+NUMA_MODES = ("distribute", "isolate", "numactl")
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Options:
     cache_type_k: str = "f16"  # -ctk
     cache_type_v: str = "f16"  # -ctv
     no_mmap: bool = False  # --no-mmap
+    numa: str | None = None  # --numa distribute|isolate|numactl
     # generation
     prompt: str | None = None  # -p
     file: str | None = None  # -f
@@ -51,7 +53,7 @@ class Options:
     attn_max_batch: float = 256  # -amb, MiB (the Python API takes fractions of a MiB)
     fused_moe: bool = True  # -fmoe
     ser: str | None = None  # -ser K,T
-    run_time_repack: bool = False  # -rtr
+    run_time_repack: bool = False  # -rtr: weights in memory, prepared for the CPU kernels at load
     offload_policy: list[str] = field(default_factory=list)  # -op
     # tools
     inputs: list[str] = field(default_factory=list)  # positional arguments of a tool (files, directories)
@@ -70,6 +72,8 @@ class Options:
                 raise OptionError(f"{flag} {value}: unsupported KV cache type; use one of {', '.join(KV_CACHE_TYPES)}")
         if self.ctx_size < 0:
             raise OptionError(f"-c {self.ctx_size}: the context size cannot be negative (0 means the model's own)")
+        if self.numa is not None and self.numa not in NUMA_MODES:
+            raise OptionError(f"--numa {self.numa}: use one of {', '.join(NUMA_MODES)}")
         if self.batch_size < 1 or self.ubatch_size < 1:
             raise OptionError("-b and -ub must be at least 1")
         if self.temp < 0:
@@ -112,7 +116,6 @@ class Options:
             "tensor_split": "-ts",
             "main_gpu": "-mg",
             "split_mode": "-sm",
-            "run_time_repack": "-rtr",
             "offload_policy": "-op",
         }
         defaults = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(self)}

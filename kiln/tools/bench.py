@@ -97,7 +97,7 @@ def options_for(inst: Instance, n_ctx: int) -> Options:
     )
 
 
-INERT_ORDER = ("-ngl", "-ot", "-ts", "-mg", "-sm", "-rtr", "-op", "-nkvo")
+INERT_ORDER = ("-ngl", "-ot", "-ts", "-mg", "-sm", "-op", "-nkvo")
 
 
 def inert_flags(instances: list[Instance], n_ctx: int) -> list[str]:

@@ -173,7 +173,7 @@ SWEEP_FLAGS = (
     SweepFlag("main_gpu", ("-mg", "--main-gpu"), _ints(0), (0,), "accepted, not acted on"),
     SweepFlag("tensor_split", ("-ts", "--tensor-split"), _tensor_splits, ((),), "accepted, not acted on"),
     SweepFlag("use_mmap", ("-mmp", "--mmap"), _bools, (True,), "0: read the weights into memory (--no-mmap)"),
-    SweepFlag("repack", ("-rtr", "--run-time-repack"), _bools, (False,), "accepted, not acted on yet"),
+    SweepFlag("repack", ("-rtr", "--run-time-repack"), _bools, (False,), "repack the weights for the CPU kernels at load (no mmap)"),
     SweepFlag("override_tensor", ("-ot", "--override-tensor"), _overrides, ((),),
               "REGEX=TYPE[,...]; ';' separates alternatives to sweep (accepted, not acted on yet)"),
     SweepFlag("n_batch", ("-b", "--batch-size"), _ints(1), (2048,), "logical batch size"),

@@ -17,6 +17,8 @@ def add_model_flags(p: argparse.ArgumentParser, model_required: bool = False) ->
     g.add_argument("-ctk", "--cache-type-k", dest="cache_type_k", default="f16", help="K cache type (the latent cache with MLA): f32, f16, bf16, q8_0")
     g.add_argument("-ctv", "--cache-type-v", dest="cache_type_v", default="f16", help="V cache type: f32, f16, bf16, q8_0")
     g.add_argument("--no-mmap", dest="no_mmap", action="store_true", help="read the weights into memory instead of mapping the file")
+    g.add_argument("-rtr", "--run-time-repack", dest="run_time_repack", action="store_true", help="read the weights into memory and prepare them all for the CPU kernels at load (docs/cpu.md)")
+    g.add_argument("--numa", dest="numa", choices=("distribute", "isolate", "numactl"), help="thread placement on NUMA machines, as ik_llama.cpp's (docs/cpu.md)")
     m = p.add_argument_group("attention and experts")
     m.add_argument("-mla", "--mla-use", dest="mla", type=int, default=3, help="MLA mode for DeepSeek models: 0, 1, 2, 3 (default 3; see docs/moe.md)")
     m.add_argument("-amb", "--attention-max-batch", dest="attn_max_batch", type=int, default=256, help="max MiB of K*Q per attention chunk (0: no limit)")
@@ -30,7 +32,6 @@ def add_model_flags(p: argparse.ArgumentParser, model_required: bool = False) ->
     c.add_argument("-ts", "--tensor-split", dest="tensor_split")
     c.add_argument("-mg", "--main-gpu", dest="main_gpu", type=int, default=0)
     c.add_argument("-sm", "--split-mode", dest="split_mode")
-    c.add_argument("-rtr", "--run-time-repack", dest="run_time_repack", action="store_true")
     c.add_argument("-op", "--offload-policy", dest="offload_policy", action="append", default=[])
 
 

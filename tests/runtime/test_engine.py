@@ -36,9 +36,11 @@ def test_micro_batches_and_single_tokens_agree(engine, smollm2):
     tokens = torch.randint(0, engine.hparams.n_vocab, (37,), generator=g).tolist()
     engine.reset(None)
     full = engine.eval(tokens, seq=0)
+    # micro-batches of up to 8 tokens take the generation kernels (16-bit activations, about
+    # 2e-5 per product), larger ones float32 products: the logits agree to a few 1e-4
     for ub in (1, 7):
         e = Engine.load(smollm2, Options(ctx_size=64, ubatch_size=ub, cache_type_k="f32", cache_type_v="f32"))
-        assert _rel(e.eval(tokens), full) < 1e-4
+        assert _rel(e.eval(tokens), full) < 1e-3
         e.close()
     # two calls on the same sequence continue it
     engine.reset(None)
@@ -47,7 +49,7 @@ def test_micro_batches_and_single_tokens_agree(engine, smollm2):
     assert _rel(torch.cat([first, second]), full) < 1e-4
     # sequences are independent
     engine.eval(tokens[:5], seq=4)
-    assert _rel(engine.eval(tokens[5:9], seq=4), full[5:9]) < 1e-4
+    assert _rel(engine.eval(tokens[5:9], seq=4), full[5:9]) < 1e-3
 
 
 def test_f16_cache_close_to_f32(engine, smollm2):

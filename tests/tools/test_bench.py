@@ -260,7 +260,7 @@ def test_inert_flags_are_swept_shown_and_noted_once():
     out, err = io.StringIO(), io.StringIO()
     p = params(["-p", "4", "-n", "0", "-r", "1", "-ngl", "0,99", "-rtr", "1", "-ot", "exps=CPU"])
     bench.run_bench(p, out, clock=StepClock(1.0), load=load, err=err)
-    assert err.getvalue() == "kiln: note: -ngl -ot -rtr accepted but not used by this version (CPU only)\n"
+    assert err.getvalue() == "kiln: note: -ngl -ot accepted but not used by this version (CPU only)\n"
     header, _, *rows = out.getvalue().splitlines()
     titles = [c.strip() for c in header.split("|")[1:-1]]
     assert titles == ["model", "size", "params", "backend", "ngl", "threads", "rtr", "test", "t/s"]  # ot: not swept

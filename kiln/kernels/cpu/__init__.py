@@ -1,1 +1,1 @@
-"""TODO"""
+"""Numba kernels for the CPU: quantized products that read the stored blocks directly."""

@@ -1,0 +1,98 @@
+"""CPU block decoders of the 32-value types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q6_0, IQ4_NL.
+
+Layouts as in `kiln/quants/legacy.py` and `kquants.py`: values 0..15 of a block in the
+low nibbles of qs, 16..31 in the high nibbles; the 5- and 6-bit types keep high bits apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ...quants.kquants_tables import IQ4NL_VALUES
+from .decode_common import MINS, PER32, ZERO, U, f16, padded_table, scale32, u32
+from .simd import add32, fields32, lookup32, nibbles16, or_bits32
+
+IQ4NL_I8 = padded_table(IQ4NL_VALUES.astype(np.int8))
+
+
+@njit
+def decode_q4_0(row, K, q, sw, mw):
+    for b in range(U(K) // U(32)):
+        at, o = U(18) * b, U(32) * b
+        nibbles16(row, at + U(2), q, o, o + U(16), 8)
+        scale32(sw, mw, b, f16(row, at), ZERO)
+    return PER32
+
+
+@njit
+def decode_q4_1(row, K, q, sw, mw):
+    for b in range(U(K) // U(32)):
+        at, o = U(20) * b, U(32) * b
+        nibbles16(row, at + U(4), q, o, o + U(16), 0)
+        scale32(sw, mw, b, f16(row, at), f16(row, at + U(2)))
+    return PER32 | MINS
+
+
+@njit
+def decode_q5_0(row, K, q, sw, mw):
+    for b in range(U(K) // U(32)):
+        at, o = U(22) * b, U(32) * b
+        nibbles16(row, at + U(6), q, o, o + U(16), 0)
+        or_bits32(u32(row, at + U(2)), 16, q, o)
+        add32(q, o, -16)
+        scale32(sw, mw, b, f16(row, at), ZERO)
+    return PER32
+
+
+@njit
+def decode_q5_1(row, K, q, sw, mw):
+    for b in range(U(K) // U(32)):
+        at, o = U(24) * b, U(32) * b
+        nibbles16(row, at + U(8), q, o, o + U(16), 0)
+        or_bits32(u32(row, at + U(4)), 16, q, o)
+        scale32(sw, mw, b, f16(row, at), f16(row, at + U(2)))
+    return PER32 | MINS
+
+
+@njit
+def decode_q8_0(row, K, q, sw, mw):
+    for b in range(U(K) // U(32)):
+        at, o = U(34) * b, U(32) * b
+        fields32(row, at + U(2), 0, 255, q, o)
+        scale32(sw, mw, b, f16(row, at), ZERO)
+    return PER32
+
+
+@njit
+def decode_q6_0(row, K, q, sw, mw):
+    for b in range(U(K) // U(32)):
+        at, o = U(26) * b, U(32) * b
+        for j in range(U(16)):
+            h = U(row[at + U(2) + (j % U(8))]) >> (U(4) * (j // U(8)))
+            v = U(row[at + U(10) + j])
+            q[o + j] = np.int8(((v & U(15)) | ((h << U(4)) & U(0x30))) - U(32))
+            q[o + U(16) + j] = np.int8(((v >> U(4)) | ((h << U(2)) & U(0x30))) - U(32))
+        scale32(sw, mw, b, f16(row, at), ZERO)
+    return PER32
+
+
+@njit
+def decode_iq4_nl(row, K, q, sw, mw):
+    for b in range(U(K) // U(32)):
+        at, o = U(18) * b, U(32) * b
+        nibbles16(row, at + U(2), q, o, o + U(16), 0)
+        lookup32(q, o, IQ4NL_I8, 0)
+        scale32(sw, mw, b, f16(row, at), ZERO)
+    return PER32
+
+
+DECODERS = {
+    "Q4_0": decode_q4_0,
+    "Q4_1": decode_q4_1,
+    "Q5_0": decode_q5_0,
+    "Q5_1": decode_q5_1,
+    "Q8_0": decode_q8_0,
+    "Q6_0": decode_q6_0,
+    "IQ4_NL": decode_iq4_nl,
+}

@@ -1,0 +1,157 @@
+"""The CPU fast path of the weight products: which kernel runs for a given batch.
+
+A few tokens (generation, up to `GEMV_MAX_TOKENS`): activations go to 8-bit blocks and
+`qmatvec` reads every weight byte once. More tokens (prompt processing): rows of the
+weight are decoded a tile at a time into one reused float32 buffer and multiplied with
+torch's GEMM, which on CPUs without 8-bit dot instructions (AVX2 only, as this machine)
+is the faster arithmetic; the tile stays in cache and no float copy of a whole weight
+exists.
+
+Threads: `set_threads(generation, batch)` (-t, -tb) sets how many Numba threads each kind
+of product uses; torch's own pool is set by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import torch
+
+from ...gguf.types import GGML_TYPES_BY_NAME, ggml_type
+from ...quants import interleaved
+from .activations import ActivationBlocks
+from .decoders import DECODERS
+from .matmul import Kernels, kernels_for
+
+GEMV_MAX_TOKENS = 8
+TILE_VALUES = 1 << 20  # float32 values per decoded tile (4 MiB)
+
+_threads = {"generation": 0, "batch": 0, "current": -1}
+_activations: dict[int, ActivationBlocks] = {}
+_tile = np.empty(0, dtype=np.float32)
+_kernels: dict[str, Kernels] = {}
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """What the kernels need to know of a stored matrix (n_out rows of K values)."""
+
+    kernels: Kernels
+    row_bytes: int
+    K: int
+    n_out: int
+
+
+@dataclass(frozen=True)
+class CpuWeight:
+    """A weight as the kernels read it: its matrix shape and kernels, and the bytes (the
+    stored ones, or the plain layout of an interleaved type)."""
+
+    matrix: Matrix
+    raw: np.ndarray  # uint8, flat
+    n_matrices: int  # experts of a 3D tensor, else 1
+
+    def expert_bytes(self, expert: int | None) -> np.ndarray:
+        if expert is None:
+            return self.raw
+        per = self.raw.size // self.n_matrices
+        return self.raw[expert * per : (expert + 1) * per]
+
+
+def weight_plan(raw: np.ndarray, type_id: int, shape: tuple[int, ...]) -> CpuWeight | None:
+    """How the kernels compute with a stored tensor (ggml shape), or None when they cannot."""
+    t = ggml_type(type_id)
+    if t is None or len(shape) not in (2, 3):
+        return None
+    K, n_out = shape[0], shape[1]
+    n_matrices = shape[2] if len(shape) == 3 else 1
+    name = t.name
+    if name not in DECODERS and name in interleaved.LAYOUTS and not interleaved.note(name):
+        plain = interleaved.plain_type(name)
+        if plain not in DECODERS or (n_out * n_matrices) % interleaved.rows_per_group(name):
+            return None
+        rows = np.asarray(raw).reshape(n_out * n_matrices, -1)
+        raw = interleaved.unpack(name, rows).reshape(-1)
+        name = plain
+    if not supports(GGML_TYPES_BY_NAME[name].id, K):
+        return None
+    return CpuWeight(matrix(GGML_TYPES_BY_NAME[name].id, K, n_out), np.asarray(raw).reshape(-1), n_matrices)
+
+
+def kernels(type_name: str) -> Kernels:
+    """The Numba kernels of one type (compiled on first use)."""
+    k = _kernels.get(type_name)
+    if k is None:
+        k = _kernels[type_name] = kernels_for(DECODERS[type_name])
+    return k
+
+
+def supports(type_id: int, row_length: int) -> bool:
+    """Whether a matrix of this type with rows of this length has a fast kernel."""
+    t = ggml_type(type_id)
+    return t is not None and t.name in DECODERS and row_length % t.block_size == 0
+
+
+def matrix(type_id: int, K: int, n_out: int) -> Matrix:
+    t = ggml_type(type_id)
+    return Matrix(kernels(t.name), t.row_bytes(K), K, n_out)
+
+
+def set_threads(generation: int, batch: int) -> None:
+    """Numba threads for generation and for batches (0: all cores)."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    _threads["generation"] = min(generation, limit) if generation > 0 else limit
+    _threads["batch"] = min(batch, limit) if batch > 0 else _threads["generation"]
+
+
+def _use_threads(kind: str) -> None:
+    """Numba's and torch's pools both to the count of this kind of product (no more threads
+    than that are ever busy: the two pools take turns)."""
+    n = _threads[kind] or numba.config.NUMBA_NUM_THREADS
+    if n != _threads["current"]:
+        numba.set_num_threads(n)
+        torch.set_num_threads(n)
+        _threads["current"] = n
+
+
+def product(x: torch.Tensor, raw: np.ndarray, m: Matrix) -> torch.Tensor:
+    """x [n, K] float32 times the rows of the matrix stored in raw (uint8): [n, n_out]."""
+    xn = x.contiguous().numpy()
+    n = xn.shape[0]
+    out = np.empty((n, m.n_out), dtype=np.float32)
+    if n <= GEMV_MAX_TOKENS:
+        _use_threads("generation")
+        act = _activations.get(m.K)
+        if act is None:
+            act = _activations[m.K] = ActivationBlocks(m.K, GEMV_MAX_TOKENS)
+        m.kernels.qmatvec(raw, m.row_bytes, m.K, xn, *act.buffers(n), out)
+        return torch.from_numpy(out)
+    _use_threads("batch")
+    result = torch.from_numpy(out)
+    x = torch.from_numpy(xn)
+    tile_rows = max(16, min(m.n_out, TILE_VALUES // m.K))
+    tile = _tile_buffer(tile_rows * m.K)
+    for r0 in range(0, m.n_out, tile_rows):
+        r1 = min(m.n_out, r0 + tile_rows)
+        w = tile[: (r1 - r0) * m.K].reshape(r1 - r0, m.K)
+        m.kernels.decode_rows(raw, m.row_bytes, m.K, r0, w)
+        result[:, r0:r1] = x @ torch.from_numpy(w).T
+    return result
+
+
+def rows(raw: np.ndarray, m: Matrix, ids: torch.Tensor) -> torch.Tensor:
+    """Rows `ids` of the matrix stored in raw, as float32 [*ids.shape, K]."""
+    flat = ids.reshape(-1).tolist()
+    out = np.empty((len(flat), m.K), dtype=np.float32)
+    for i, r in enumerate(flat):
+        m.kernels.decode_rows(raw, m.row_bytes, m.K, r, out[i : i + 1])
+    return torch.from_numpy(out).reshape(*ids.shape, m.K)
+
+
+def _tile_buffer(n: int) -> np.ndarray:
+    global _tile
+    if _tile.size < n:
+        _tile = np.empty(n, dtype=np.float32)
+    return _tile

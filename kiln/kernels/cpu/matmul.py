@@ -1,0 +1,86 @@
+"""Quantized matrix products on the CPU, generic over the block decoders.
+
+`kernels_for(decode)` builds, for one type's decoder, two Numba kernels (the decoder is
+compiled into them, so a call costs no dispatch on a function argument):
+
+- `qmatvec(raw, row_bytes, K, x, qx, dx, sx, sx32, out)`: the token-generation product: x
+  goes to 8-bit blocks in the buffers qx.. (`activations.py`), then each weight
+  row is decoded once into a small per-thread buffer (int8 values and group scales,
+  `decode_common.py`) and dotted with every activation row in 16-bit form
+  (`simd.row_dot_sub16`); rows are shared among threads. Each weight byte is read once per
+  call and no float copy of the weights exists.
+- `decode_rows(raw, row_bytes, K, first, out)`: rows first.. of W as float32 into a
+  caller's buffer; prompt processing decodes one tile at a time for torch's GEMM.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .activations import quantize_row
+from .decode_common import MINS, PER32, U
+from .simd import row_dot_block32, row_dot_sub16
+
+
+class Kernels(NamedTuple):
+    qmatvec: object
+    decode_rows: object
+
+
+def kernels_for(decode) -> Kernels:
+    @njit(parallel=True, fastmath=True)
+    def qmatvec(raw, row_bytes, K, x, qx, dx, sx, sx32, out):
+        n_rows = out.shape[1]
+        n_tok = qx.shape[0]
+        for t in range(n_tok):
+            quantize_row(x, qx, dx, sx, sx32, t)
+        n_chunks = min(n_rows, 8 * numba.get_num_threads())
+        per = (n_rows + n_chunks - 1) // n_chunks
+        for c in prange(n_chunks):
+            q = np.empty(K, dtype=np.int8)
+            sw = np.empty(K // 4, dtype=np.float32)
+            mw = np.empty(K // 16, dtype=np.float32)
+            for r in range(c * per, min(n_rows, (c + 1) * per)):
+                layout = decode(raw[r * row_bytes : (r + 1) * row_bytes], K, q, sw, mw)
+                for t in range(n_tok):
+                    if layout & PER32:
+                        acc = row_dot_block32(q, 0, sw, 0, qx[t], 0, dx[t], 0, K // 32)
+                        if layout & MINS:
+                            sxt = sx32[t]
+                            for g in range(U(K) // U(32)):
+                                acc += mw[g] * sxt[g]
+                    else:
+                        acc = row_dot_sub16(q, 0, sw, 0, qx[t], 0, dx[t], 0, K // 32)
+                        if layout & MINS:
+                            sxt = sx[t]
+                            for g in range(U(K) // U(16)):
+                                acc += mw[g] * sxt[g]
+                    out[t, r] = acc
+
+    @njit(inline="always")
+    def _decode_f32(raw, row_bytes, K, r, q, sw, mw, o):
+        layout = decode(raw[r * row_bytes : (r + 1) * row_bytes], K, q, sw, mw)
+        if layout & PER32:
+            for k in range(U(K)):
+                o[k] = sw[k // U(32)] * np.float32(q[k]) + mw[k // U(32)]
+        else:
+            for k in range(U(K)):
+                o[k] = sw[k // U(4)] * np.float32(q[k]) + mw[k // U(16)]
+
+    @njit(parallel=True, fastmath=True)
+    def decode_rows(raw, row_bytes, K, first, out):
+        n = out.shape[0]
+        n_chunks = min(n, 4 * numba.get_num_threads())
+        per = (n + n_chunks - 1) // n_chunks
+        for c in prange(n_chunks):
+            q = np.empty(K, dtype=np.int8)
+            sw = np.empty(K // 4, dtype=np.float32)
+            mw = np.empty(K // 16, dtype=np.float32)
+            for i in range(c * per, min(n, (c + 1) * per)):
+                _decode_f32(raw, row_bytes, K, first + i, q, sw, mw, out[i])
+
+    return Kernels(qmatvec, decode_rows)

@@ -1,0 +1,350 @@
+"""The inner step of every quantized CPU dot product, written as LLVM vector IR.
+
+LLVM does not vectorize a plain Numba loop over int8 blocks (DESIGN.md: it compiles to
+scalar code at 1-2 GB/s), so the step is an intrinsic. For one weight row (int8 values w)
+and one activation row (int16 values x, `activations.py`) it sums, over blocks b of 32:
+
+    float(sum of pair products over values 0..15 of b) * s0 * dx[b]
+  + float(sum of pair products over values 16..31 of b) * s1 * dx[b]
+
+where s0, s1 are the weight scales of the two halves (16-value sub-blocks: sw[8b], sw[8b+4]
+of the repeated layout; 32-value blocks: both sw[b]) and dx the activation scale of the
+block. The pair sums are `vpmaddwd` on AVX2 (elsewhere the same arithmetic is spelled
+with generic vector operations and LLVM picks the instructions); int8 times int16
+products summed in pairs fit in int32 with room to spare.
+
+16-bit rather than 8-bit activations: on AVX2 the two cost the same instructions per
+block (one `vpmaddwd` per 16 values against `vpmaddubsw` + `vpmaddwd` + sign fixes per
+32), and 8-bit activations moved the default model's perplexity by 0.37% over 20 chunks,
+more than issue 8 allows (0.3%); 16-bit ones move it by less than 0.01%.
+
+The other intrinsics here are the byte-vector steps of the block decoders.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm_binding
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+HAS_AVX2 = "+avx2" in llvm_binding.get_host_cpu_features().flatten()
+
+_I8x32 = ir.VectorType(ir.IntType(8), 32)
+_I16x32 = ir.VectorType(ir.IntType(16), 32)
+_I32x8 = ir.VectorType(ir.IntType(32), 8)
+_I32x32 = ir.VectorType(ir.IntType(32), 32)
+_F32x8 = ir.VectorType(ir.FloatType(), 8)
+
+
+def _function(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    # declared by their mangled names: llvmlite's declare_intrinsic cannot mangle vector types
+    return cgutils.get_or_insert_function(module, ir.FunctionType(ret, args), name)
+
+
+_I16x8 = ir.VectorType(ir.IntType(16), 8)
+_I32x16 = ir.VectorType(ir.IntType(32), 16)
+
+
+def _half_sums(builder: ir.IRBuilder, w: ir.Value, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """<32 x i8> w, <32 x i16> x -> pair sums <8 x i32> of values 0..15 and of 16..31."""
+    w16 = builder.sext(w, _I16x32)
+    halves = []
+    for h in range(2):
+        pick = ir.Constant(ir.VectorType(ir.IntType(32), 16), list(range(16 * h, 16 * h + 16)))
+        wh = builder.shuffle_vector(w16, w16, pick)
+        xh = builder.shuffle_vector(x, x, pick)
+        if HAS_AVX2:
+            fn = _function(builder.module, "llvm.x86.avx2.pmadd.wd", _I32x8, [wh.type, xh.type])
+            halves.append(builder.call(fn, [wh, xh]))
+        else:
+            p = builder.mul(builder.sext(wh, _I32x16), builder.sext(xh, _I32x16))
+            even = builder.shuffle_vector(p, p, ir.Constant(_I32x8, [2 * i for i in range(8)]))
+            odd = builder.shuffle_vector(p, p, ir.Constant(_I32x8, [2 * i + 1 for i in range(8)]))
+            halves.append(builder.add(even, odd))
+    return halves[0], halves[1]
+
+
+def _data_pointer(context, builder, array_type, value, offset, element: ir.Type) -> ir.Value:
+    data = context.make_array(array_type)(context, builder, value).data
+    return builder.gep(builder.bitcast(data, element.as_pointer()), [offset])
+
+
+@intrinsic
+def f16_at(typingctx, row, at):
+    """The little-endian f16 at byte `at` of a uint8 array, as float32 (vcvtph2ps with F16C)."""
+    sig = types.float32(row, at)
+
+    def codegen(context, builder, signature, args):
+        p = _data_pointer(context, builder, signature.args[0], args[0], args[1], ir.IntType(8))
+        h = builder.load(builder.bitcast(p, ir.HalfType().as_pointer()), align=1)
+        return builder.fpext(h, ir.FloatType())
+
+    return sig, codegen
+
+
+def _make_row_dot(per_block: bool):
+    @intrinsic
+    def row_dot(typingctx, w, w_off, sw, sw_off, x, x_off, dx, dx_off, n_blocks):
+        sig = types.float32(w, w_off, sw, sw_off, x, x_off, dx, dx_off, n_blocks)
+
+        def codegen(context, builder, signature, args):
+            aw, aw_off, asw, asw_off, ax, ax_off, adx, adx_off, an = args
+            tw, _, tsw, _, tx, _, tdx, _, tn = signature.args
+            i8, i16, f32 = ir.IntType(8), ir.IntType(16), ir.FloatType()
+            wp = _data_pointer(context, builder, tw, aw, aw_off, i8)
+            xp = _data_pointer(context, builder, tx, ax, ax_off, i16)
+            sp = _data_pointer(context, builder, tsw, asw, asw_off, f32)
+            dp = _data_pointer(context, builder, tdx, adx, adx_off, f32)
+            acc = cgutils.alloca_once_value(builder, ir.Constant(_F32x8, [0.0] * 8))
+            count = context.cast(builder, an, tn, types.intp)
+            fma = _function(builder.module, "llvm.fma.v8f32", _F32x8, [_F32x8, _F32x8, _F32x8])
+            with cgutils.for_range(builder, count) as loop:
+                b = loop.index
+                at = builder.mul(b, ir.Constant(b.type, 32))
+                wv = builder.load(builder.bitcast(builder.gep(wp, [at]), _I8x32.as_pointer()), align=1)
+                xv = builder.load(builder.bitcast(builder.gep(xp, [at]), _I16x32.as_pointer()), align=2)
+                d = builder.load(builder.gep(dp, [b]))
+                lo, hi = _half_sums(builder, wv, xv)
+                if per_block:
+                    scale = _splat(builder, builder.fmul(builder.load(builder.gep(sp, [b])), d), 8)
+                    total = builder.call(fma, [builder.sitofp(builder.add(lo, hi), _F32x8), scale, builder.load(acc)])
+                else:
+                    s8 = builder.mul(b, ir.Constant(b.type, 8))
+                    s0 = builder.fmul(builder.load(builder.gep(sp, [s8])), d)
+                    s1 = builder.fmul(builder.load(builder.gep(sp, [builder.add(s8, ir.Constant(b.type, 4))])), d)
+                    total = builder.call(fma, [builder.sitofp(lo, _F32x8), _splat(builder, s0, 8), builder.load(acc)])
+                    total = builder.call(fma, [builder.sitofp(hi, _F32x8), _splat(builder, s1, 8), total])
+                builder.store(total, acc)
+            total = builder.load(acc)
+            result = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
+            for lane in range(1, 8):
+                result = builder.fadd(result, builder.extract_element(total, ir.Constant(ir.IntType(32), lane)))
+            return result
+
+        return sig, codegen
+
+    return row_dot
+
+
+row_dot_sub16 = _make_row_dot(per_block=False)
+row_dot_sub16.__doc__ = """Dot of an int8 weight row (16-value sub-block scales, repeated layout) with an int16
+activation row: w, x read from w_off, x_off; sw, dx float32; n_blocks blocks of 32."""
+row_dot_block32 = _make_row_dot(per_block=True)
+row_dot_block32.__doc__ = """As row_dot_sub16 with one weight scale per block of 32: sw[sw_off + b]."""
+
+
+# Byte-vector steps of the block decoders: each works on 16 or 32 bytes at once.
+
+_I8 = ir.IntType(8)
+
+
+def _bytes_at(context, builder, array_type, value, offset, n: int):
+    """Pointer to n bytes of an (u)int8 array from `offset`, as <n x i8>*."""
+    return builder.bitcast(_data_pointer(context, builder, array_type, value, offset, _I8), ir.VectorType(_I8, n).as_pointer())
+
+
+def _splat(builder, scalar, n: int):
+    vt = ir.VectorType(scalar.type, n)
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+
+
+def _byte(context, builder, value, value_type):
+    return builder.trunc(context.cast(builder, value, value_type, types.int64), _I8)
+
+
+def _make_nibbles(n: int):
+    @intrinsic
+    def nibbles(typingctx, src, src_off, dst, lo_off, hi_off, offset):
+        """dst[lo_off + i] = (src[src_off + i] & 15) - offset, dst[hi_off + i] = (src[...] >> 4) - offset."""
+        sig = types.void(src, src_off, dst, lo_off, hi_off, offset)
+
+        def codegen(context, builder, signature, args):
+            ts, _, td, _, _, toff = signature.args
+            s, so, d, lo, hi, off = args
+            v = builder.load(_bytes_at(context, builder, ts, s, so, n), align=1)
+            sub = _splat(builder, _byte(context, builder, off, toff), n)
+            low = builder.sub(builder.and_(v, ir.Constant(v.type, [15] * n)), sub)
+            high = builder.sub(builder.lshr(v, ir.Constant(v.type, [4] * n)), sub)
+            builder.store(low, _bytes_at(context, builder, td, d, lo, n), align=1)
+            builder.store(high, _bytes_at(context, builder, td, d, hi, n), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return nibbles
+
+
+nibbles16 = _make_nibbles(16)
+nibbles32 = _make_nibbles(32)
+
+
+@intrinsic
+def fields32(typingctx, src, src_off, shift, mask, dst, dst_off):
+    """dst[dst_off + i] = (src[src_off + i] >> shift) & mask for 32 bytes."""
+    sig = types.void(src, src_off, shift, mask, dst, dst_off)
+
+    def codegen(context, builder, signature, args):
+        ts, _, tsh, tm, td, _ = signature.args
+        s, so, sh, m, d, do = args
+        v = builder.load(_bytes_at(context, builder, ts, s, so, 32), align=1)
+        v = builder.and_(builder.lshr(v, _splat(builder, _byte(context, builder, sh, tsh), 32)), _splat(builder, _byte(context, builder, m, tm), 32))
+        builder.store(v, _bytes_at(context, builder, td, d, do, 32), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def or_fields32(typingctx, src, src_off, shift, mask, up, dst, dst_off):
+    """dst[dst_off + i] |= ((src[src_off + i] >> shift) & mask) << up for 32 bytes."""
+    sig = types.void(src, src_off, shift, mask, up, dst, dst_off)
+
+    def codegen(context, builder, signature, args):
+        ts, _, tsh, tm, tu, td, _ = signature.args
+        s, so, sh, m, u, d, do = args
+        v = builder.load(_bytes_at(context, builder, ts, s, so, 32), align=1)
+        v = builder.and_(builder.lshr(v, _splat(builder, _byte(context, builder, sh, tsh), 32)), _splat(builder, _byte(context, builder, m, tm), 32))
+        v = builder.shl(v, _splat(builder, _byte(context, builder, u, tu), 32))
+        p = _bytes_at(context, builder, td, d, do, 32)
+        builder.store(builder.or_(builder.load(p, align=1), v), p, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def add32(typingctx, dst, dst_off, value):
+    """dst[dst_off + i] += value for 32 bytes (wrapping int8)."""
+    sig = types.void(dst, dst_off, value)
+
+    def codegen(context, builder, signature, args):
+        td, _, tv = signature.args
+        d, do, v = args
+        p = _bytes_at(context, builder, td, d, do, 32)
+        builder.store(builder.add(builder.load(p, align=1), _splat(builder, _byte(context, builder, v, tv), 32)), p, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def or_bits32(typingctx, word, value, dst, dst_off):
+    """dst[dst_off + i] |= value where bit i of the 32-bit `word` is set."""
+    sig = types.void(word, value, dst, dst_off)
+
+    def codegen(context, builder, signature, args):
+        tw, tv, td, _ = signature.args
+        w, v, d, do = args
+        i32 = ir.IntType(32)
+        wv = _splat(builder, builder.trunc(context.cast(builder, w, tw, types.int64), i32), 32)
+        bits = builder.and_(wv, ir.Constant(ir.VectorType(i32, 32), [1 << i if i < 31 else -(1 << 31) for i in range(32)]))
+        on = builder.icmp_unsigned("!=", bits, ir.Constant(ir.VectorType(i32, 32), [0] * 32))
+        add = builder.select(on, _splat(builder, _byte(context, builder, v, tv), 32), ir.Constant(ir.VectorType(_I8, 32), [0] * 32))
+        p = _bytes_at(context, builder, td, d, do, 32)
+        builder.store(builder.or_(builder.load(p, align=1), add), p, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _make_lookup(n: int):
+    @intrinsic
+    def lookup(typingctx, dst, dst_off, table, table_off):
+        """dst[dst_off + i] = table[table_off + dst[dst_off + i]] for n bytes, indices < 16
+        (table must hold 16 bytes from table_off)."""
+        sig = types.void(dst, dst_off, table, table_off)
+
+        def codegen(context, builder, signature, args):
+            td, _, tt, _ = signature.args
+            d, do, t, to = args
+            vt = ir.VectorType(_I8, n)
+            p = _bytes_at(context, builder, td, d, do, n)
+            idx = builder.load(p, align=1)
+            tab16 = builder.load(_bytes_at(context, builder, tt, t, to, 16), align=1)
+            if HAS_AVX2 and n == 32:
+                tab = builder.shuffle_vector(tab16, tab16, ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(16)) * 2))
+                out = builder.call(_function(builder.module, "llvm.x86.avx2.pshuf.b", vt, [vt, vt]), [tab, idx])
+            elif HAS_AVX2:
+                out = builder.call(_function(builder.module, "llvm.x86.ssse3.pshuf.b.128", vt, [vt, vt]), [tab16, idx])
+            else:
+                out = ir.Constant(vt, ir.Undefined)
+                for i in range(n):
+                    k = builder.extract_element(idx, ir.Constant(ir.IntType(32), i))
+                    out = builder.insert_element(out, builder.extract_element(tab16, k), ir.Constant(ir.IntType(32), i))
+            builder.store(out, p, align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return lookup
+
+
+lookup16 = _make_lookup(16)
+lookup32 = _make_lookup(32)
+
+
+_F16x8 = ir.VectorType(ir.HalfType(), 8)
+
+
+def _f32x8_at(context, builder, array_type, value, offset):
+    p = _data_pointer(context, builder, array_type, value, offset, ir.FloatType())
+    return builder.bitcast(p, _F32x8.as_pointer())
+
+
+def _f16x8_at(context, builder, array_type, value, offset):
+    p = _data_pointer(context, builder, array_type, value, offset, ir.IntType(16))
+    return builder.bitcast(p, _F16x8.as_pointer())
+
+
+@intrinsic
+def dot_f32_f16(typingctx, a, a_off, b, b_off, n):
+    """sum of a[a_off + i] * b[b_off + i] for i < n (n a multiple of 8): a float32, b the bits
+    of f16 values (an int16 array), converted 8 at a time."""
+    sig = types.float32(a, a_off, b, b_off, n)
+
+    def codegen(context, builder, signature, args):
+        ta, _, tb, _, tn = signature.args
+        av, ao, bv, bo, nv = args
+        pa = _f32x8_at(context, builder, ta, av, ao)
+        pb = _f16x8_at(context, builder, tb, bv, bo)
+        acc = cgutils.alloca_once_value(builder, ir.Constant(_F32x8, [0.0] * 8))
+        count = builder.udiv(context.cast(builder, nv, tn, types.intp), ir.Constant(ir.IntType(64), 8))
+        fma = _function(builder.module, "llvm.fma.v8f32", _F32x8, [_F32x8, _F32x8, _F32x8])
+        with cgutils.for_range(builder, count) as loop:
+            x = builder.load(builder.gep(pa, [loop.index]), align=4)
+            y = builder.fpext(builder.load(builder.gep(pb, [loop.index]), align=2), _F32x8)
+            builder.store(builder.call(fma, [x, y, builder.load(acc)]), acc)
+        total = builder.load(acc)
+        result = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
+        for lane in range(1, 8):
+            result = builder.fadd(result, builder.extract_element(total, ir.Constant(ir.IntType(32), lane)))
+        return result
+
+    return sig, codegen
+
+
+@intrinsic
+def scale_add_f16(typingctx, acc, acc_off, keep, b, b_off, add, n):
+    """acc[acc_off + i] = acc[acc_off + i] * keep + b[b_off + i] * add for i < n (n a multiple
+    of 8; b the bits of f16 values)."""
+    sig = types.void(acc, acc_off, keep, b, b_off, add, n)
+
+    def codegen(context, builder, signature, args):
+        ta, _, tk, tb, _, tad, tn = signature.args
+        av, ao, kv, bv, bo, adv, nv = args
+        pa = _f32x8_at(context, builder, ta, av, ao)
+        pb = _f16x8_at(context, builder, tb, bv, bo)
+        keep = _splat(builder, context.cast(builder, kv, tk, types.float32), 8)
+        add = _splat(builder, context.cast(builder, adv, tad, types.float32), 8)
+        count = builder.udiv(context.cast(builder, nv, tn, types.intp), ir.Constant(ir.IntType(64), 8))
+        fma = _function(builder.module, "llvm.fma.v8f32", _F32x8, [_F32x8, _F32x8, _F32x8])
+        with cgutils.for_range(builder, count) as loop:
+            p = builder.gep(pa, [loop.index])
+            y = builder.fpext(builder.load(builder.gep(pb, [loop.index]), align=2), _F32x8)
+            builder.store(builder.call(fma, [y, add, builder.fmul(builder.load(p, align=4), keep)]), p, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
