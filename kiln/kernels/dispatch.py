@@ -150,6 +150,21 @@ def expert_gate_up(
     return reference.expert_gate_up(x, gate, up, expert, fused)
 
 
+SELECTED_EXPERTS_MAX = 64  # expert rows (token x expert pairs) computed one matrix row at a time
+
+
+def selected_experts_fast(x: torch.Tensor, *weights: QTensor) -> bool:
+    """Whether `selected_experts` runs the Numba kernel for these expert tensors."""
+    # an activation observer (kiln imatrix) sees experts grouped by expert: the other path
+    return observe.OBSERVER is None and x.shape[0] <= SELECTED_EXPERTS_MAX and all(fast_cpu(x, w) for w in weights)
+
+
+def selected_experts(x: torch.Tensor, w: QTensor, experts: torch.Tensor) -> torch.Tensor:
+    """Row s of x [n_sel, K] times expert experts[s] of a 3D weight -> [n_sel, n_out]: the
+    experts of a few tokens in one call (generation), every pair on its own activation row."""
+    return cpu_linear.selected_product(x, cpu_weight(w), experts)
+
+
 def per_head_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """x [n, h, d] times one matrix per head, w [h, out, d] -> [n, h, out]."""
     if observe.OBSERVER is not None:

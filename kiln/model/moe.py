@@ -99,6 +99,8 @@ class RoutedExperts:
         self.fused = settings.fused_moe and self.gate.type_id == self.up.type_id
 
     def __call__(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if dispatch.selected_experts_fast(x.new_empty(ids.numel(), 0), self.gate, self.up, self.down):
+            return self._few_tokens(x, ids, weights)
         out = torch.zeros_like(x)
         k = ids.shape[1]
         flat_ids = ids.reshape(-1)
@@ -117,6 +119,19 @@ class RoutedExperts:
             y = dispatch.expert_linear(dispatch.silu_gate(g, u), self.down, e)
             out.index_add_(0, tokens, y * weights.reshape(-1)[rows, None])
         return out
+
+
+    def _few_tokens(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Generation: every (token, expert) pair in one call per tensor, no grouping."""
+        flat = ids.reshape(-1)
+        keep = flat >= 0  # -ser drops have id -1
+        token_of = torch.arange(x.shape[0]).repeat_interleave(ids.shape[1])[keep]
+        experts = flat[keep]
+        xs = x[token_of]
+        h = dispatch.silu_gate(dispatch.selected_experts(xs, self.gate, experts),
+                               dispatch.selected_experts(xs, self.up, experts))
+        y = dispatch.selected_experts(h, self.down, experts) * weights.reshape(-1)[keep, None]
+        return torch.zeros_like(x).index_add_(0, token_of, y)
 
 
 class MoEFFN:

@@ -117,3 +117,19 @@ def test_expert_products_read_their_own_expert():
         g, u = dispatch.expert_gate_up(x, w, w, e, fused=True)
         assert _rel(g.numpy(), y) < 1e-6 and _rel(u.numpy(), y) < 1e-6
     assert _rel(reference.expert_linear(x, w, 1).numpy(), x.numpy() @ refs[1].T) < 1e-6
+
+
+@pytest.mark.parametrize("type_name", ["Q4_1", "Q6_K", "IQ2_KS"])
+def test_selected_experts_each_use_their_own_matrix_and_row(type_name):
+    n_exp, n_out = 4, 23
+    parts = [_weights(type_name, n_out, 20 + e) for e in range(n_exp)]
+    K = parts[0][2]
+    w = QTensor("blk.2.ffn_up_exps.weight", np.concatenate([p[0] for p in parts]).reshape(-1),
+                GGML_TYPES_BY_NAME[type_name].id, (K, n_out, n_exp))
+    experts = torch.tensor([3, 0, 3, 1, 2])
+    x = torch.randn(5, K)
+    assert dispatch.selected_experts_fast(x, w)
+    y = dispatch.selected_experts(x, w, experts).numpy()
+    want = np.stack([x[s].numpy() @ parts[e][1].T for s, e in enumerate(experts.tolist())])
+    assert np.isfinite(y).all()
+    assert _rel(y, want) < 1e-4

@@ -11,7 +11,7 @@ from numba import njit
 
 from ...quants import iqk_tables as T
 from .decode_common import PER32, ZERO, U, f16, f32, padded_table, scale16, scale32, u16
-from .simd import fields32, lookup16, lookup32, nibbles16, or_fields32
+from .simd import fields32, lookup32, lookup32_split, nibbles16_joined, nibbles16_lookup, or_fields32
 
 IQ2NL = padded_table(T.IQ2NL)
 IQ3NL = padded_table(T.IQ3NL)
@@ -35,8 +35,9 @@ def decode_iq2_k(row, K, q, sw, mw):
         d, extra = f16(row, at), u16(row, at + U(2))
         for g in range(U(8)):
             fields32(row, at + U(12) + U(32) * (g // U(4)), U(2) * (g % U(4)), 3, q, base + U(32) * g)
+            lookup32_split(q, base + U(32) * g, IQ2NL, U(4) * ((extra >> (U(2) * g)) & U(1)),
+                           U(4) * ((extra >> (U(2) * g + U(1))) & U(1)))
         for s in range(U(16)):
-            lookup16(q, base + U(16) * s, IQ2NL, U(4) * ((extra >> s) & U(1)))
             ls = np.int64((U(row[at + U(4) + s // U(2)]) >> (U(4) * (s % U(2)))) & U(15)) - 8
             scale16(sw, mw, U(16) * sb + s, d * np.float32(ls), ZERO)
     return 0
@@ -51,8 +52,8 @@ def decode_iq3_k(row, K, q, sw, mw):
             o = base + U(32) * g
             fields32(row, at + U(14) + U(32) * (g // U(4)), U(2) * (g % U(4)), 3, q, o)
             or_fields32(row, at + U(78), g, 1, 2, q, o)
+            lookup32_split(q, o, IQ3NL, U(8) * ((extra >> (U(2) * g)) & U(1)), U(8) * ((extra >> (U(2) * g + U(1))) & U(1)))
         for s in range(U(16)):
-            lookup16(q, base + U(16) * s, IQ3NL, U(8) * ((extra >> s) & U(1)))
             ls = 2 * np.int64((U(row[at + U(6) + s // U(2)]) >> (U(4) * (s % U(2)))) & U(15)) + 1
             if (signs >> s) & U(1):
                 ls = -ls
@@ -74,9 +75,9 @@ def decode_iq4_k(row, K, q, sw, mw):
         d, extra = f16(row, at), u16(row, at + U(2))
         for g in range(U(8)):
             o = base + U(32) * g
-            nibbles16(row, at + U(16) + U(16) * g, q, o, o + U(16), 0)
+            nibbles16_joined(row, at + U(16) + U(16) * g, q, o, 0)
+            lookup32_split(q, o, IQ4K, U(16) * ((extra >> (U(2) * g)) & U(1)), U(16) * ((extra >> (U(2) * g + U(1))) & U(1)))
         for s in range(U(16)):
-            lookup16(q, base + U(16) * s, IQ4K, U(16) * ((extra >> s) & U(1)))
             scale16(sw, mw, U(16) * sb + s, d * np.float32(_scale6(row, at + U(8), at + U(4), s)), ZERO)
     return 0
 
@@ -133,8 +134,7 @@ def _iq4_ks_block(row, sc_at, qs_at, d, q, sw, mw, sb):
     for s in range(U(8)):
         o = U(256) * sb + U(32) * s
         sc = U(row[sc_at + s])
-        nibbles16(row, qs_at + U(16) * s, q, o, o + U(16), 0)
-        lookup32(q, o, IQ4K, U(16) * (sc & U(1)))
+        nibbles16_lookup(row, qs_at + U(16) * s, q, o, IQ4K, U(16) * (sc & U(1)))
         scale32(sw, mw, U(8) * sb + s, d * np.float32(np.int64(sc & U(254)) - 127), ZERO)
 
 

@@ -12,7 +12,7 @@ from numba import njit
 
 from .decode_common import MINS, PER32, ZERO, U, f16, scale16, scale32, u16
 from .decode_legacy import IQ4NL_I8
-from .simd import add32, fields32, lookup32, nibbles16, nibbles32, or_fields32
+from .simd import add32, fields32, nibbles16_lookup, nibbles32, or_fields32
 
 
 @njit
@@ -114,8 +114,7 @@ def decode_iq4_xs(row, K, q, sw, mw):
         sh = u16(row, at + U(2))
         for j in range(U(8)):
             o = base + U(32) * j
-            nibbles16(row, at + U(8) + U(16) * j, q, o, o + U(16), 0)
-            lookup32(q, o, IQ4NL_I8, 0)
+            nibbles16_lookup(row, at + U(8) + U(16) * j, q, o, IQ4NL_I8, 0)
             lo = (U(row[at + U(4) + j // U(2)]) >> (U(4) * (j % U(2)))) & U(15)
             ls = np.int64(lo | (((sh >> (U(2) * j)) & U(3)) << U(4))) - 32
             scale32(sw, mw, U(8) * sb + j, d * np.float32(ls), ZERO)

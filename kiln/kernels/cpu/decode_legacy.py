@@ -11,7 +11,7 @@ from numba import njit
 
 from ...quants.kquants_tables import IQ4NL_VALUES
 from .decode_common import MINS, PER32, ZERO, U, f16, padded_table, scale32, u32
-from .simd import add32, fields32, lookup32, nibbles16, or_bits32
+from .simd import add32, fields32, nibbles16_joined, nibbles16_lookup, or_bits32, q6_0_high_bits
 
 IQ4NL_I8 = padded_table(IQ4NL_VALUES.astype(np.int8))
 
@@ -20,7 +20,7 @@ IQ4NL_I8 = padded_table(IQ4NL_VALUES.astype(np.int8))
 def decode_q4_0(row, K, q, sw, mw):
     for b in range(U(K) // U(32)):
         at, o = U(18) * b, U(32) * b
-        nibbles16(row, at + U(2), q, o, o + U(16), 8)
+        nibbles16_joined(row, at + U(2), q, o, 8)
         scale32(sw, mw, b, f16(row, at), ZERO)
     return PER32
 
@@ -29,7 +29,7 @@ def decode_q4_0(row, K, q, sw, mw):
 def decode_q4_1(row, K, q, sw, mw):
     for b in range(U(K) // U(32)):
         at, o = U(20) * b, U(32) * b
-        nibbles16(row, at + U(4), q, o, o + U(16), 0)
+        nibbles16_joined(row, at + U(4), q, o, 0)
         scale32(sw, mw, b, f16(row, at), f16(row, at + U(2)))
     return PER32 | MINS
 
@@ -38,7 +38,7 @@ def decode_q4_1(row, K, q, sw, mw):
 def decode_q5_0(row, K, q, sw, mw):
     for b in range(U(K) // U(32)):
         at, o = U(22) * b, U(32) * b
-        nibbles16(row, at + U(6), q, o, o + U(16), 0)
+        nibbles16_joined(row, at + U(6), q, o, 0)
         or_bits32(u32(row, at + U(2)), 16, q, o)
         add32(q, o, -16)
         scale32(sw, mw, b, f16(row, at), ZERO)
@@ -49,7 +49,7 @@ def decode_q5_0(row, K, q, sw, mw):
 def decode_q5_1(row, K, q, sw, mw):
     for b in range(U(K) // U(32)):
         at, o = U(24) * b, U(32) * b
-        nibbles16(row, at + U(8), q, o, o + U(16), 0)
+        nibbles16_joined(row, at + U(8), q, o, 0)
         or_bits32(u32(row, at + U(4)), 16, q, o)
         scale32(sw, mw, b, f16(row, at), f16(row, at + U(2)))
     return PER32 | MINS
@@ -68,11 +68,8 @@ def decode_q8_0(row, K, q, sw, mw):
 def decode_q6_0(row, K, q, sw, mw):
     for b in range(U(K) // U(32)):
         at, o = U(26) * b, U(32) * b
-        for j in range(U(16)):
-            h = U(row[at + U(2) + (j % U(8))]) >> (U(4) * (j // U(8)))
-            v = U(row[at + U(10) + j])
-            q[o + j] = np.int8(((v & U(15)) | ((h << U(4)) & U(0x30))) - U(32))
-            q[o + U(16) + j] = np.int8(((v >> U(4)) | ((h << U(2)) & U(0x30))) - U(32))
+        nibbles16_joined(row, at + U(10), q, o, 0)
+        q6_0_high_bits(row, at + U(2), q, o)
         scale32(sw, mw, b, f16(row, at), ZERO)
     return PER32
 
@@ -81,8 +78,7 @@ def decode_q6_0(row, K, q, sw, mw):
 def decode_iq4_nl(row, K, q, sw, mw):
     for b in range(U(K) // U(32)):
         at, o = U(18) * b, U(32) * b
-        nibbles16(row, at + U(2), q, o, o + U(16), 0)
-        lookup32(q, o, IQ4NL_I8, 0)
+        nibbles16_lookup(row, at + U(2), q, o, IQ4NL_I8, 0)
         scale32(sw, mw, b, f16(row, at), ZERO)
     return PER32
 

@@ -141,6 +141,22 @@ def product(x: torch.Tensor, raw: np.ndarray, m: Matrix) -> torch.Tensor:
     return result
 
 
+def selected_product(x: torch.Tensor, plan: CpuWeight, experts: torch.Tensor) -> torch.Tensor:
+    """Row s of x [n_sel, K] times matrix experts[s] of a 3D weight: [n_sel, n_out]."""
+    m = plan.matrix
+    xn = x.contiguous().numpy()
+    n = xn.shape[0]
+    out = np.empty((n, m.n_out), dtype=np.float32)
+    _use_threads("generation")
+    act = _activations.get(m.K)
+    if act is None:
+        act = _activations[m.K] = ActivationBlocks(m.K, GEMV_MAX_TOKENS)
+    sel = experts.to(torch.int64).contiguous().numpy()
+    m.kernels.qmatvec_selected(plan.raw, plan.raw.size // plan.n_matrices, m.row_bytes, m.K, xn, sel,
+                               *act.buffers(n), out)
+    return torch.from_numpy(out)
+
+
 def rows(raw: np.ndarray, m: Matrix, ids: torch.Tensor) -> torch.Tensor:
     """Rows `ids` of the matrix stored in raw, as float32 [*ids.shape, K]."""
     flat = ids.reshape(-1).tolist()

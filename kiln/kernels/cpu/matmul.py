@@ -9,6 +9,10 @@ compiled into them, so a call costs no dispatch on a function argument):
   `decode_common.py`) and dotted with every activation row in 16-bit form
   (`simd.row_dot_sub16`); rows are shared among threads. Each weight byte is read once per
   call and no float copy of the weights exists.
+- `qmatvec_selected(raw, matrix_bytes, row_bytes, K, x, sel, qx, dx, sx, sx32, out)`: the
+  experts of generation: out[s] = W_sel[s] . x[s], every selection s with its own matrix of
+  a 3D tensor (raw holds them all, matrix_bytes apart) and its own activation row, all
+  in one call whose threads share the rows of every selected matrix.
 - `decode_rows(raw, row_bytes, K, first, out)`: rows first.. of W as float32 into a
   caller's buffer; prompt processing decodes one tile at a time for torch's GEMM.
 """
@@ -29,6 +33,7 @@ from .simd import row_dot_block32, row_dot_sub16
 class Kernels(NamedTuple):
     qmatvec: object
     decode_rows: object
+    qmatvec_selected: object
 
 
 def kernels_for(decode) -> Kernels:
@@ -61,6 +66,36 @@ def kernels_for(decode) -> Kernels:
                                 acc += mw[g] * sxt[g]
                     out[t, r] = acc
 
+    @njit(parallel=True, fastmath=True)
+    def qmatvec_selected(raw, matrix_bytes, row_bytes, K, x, sel, qx, dx, sx, sx32, out):
+        n_sel, n_rows = out.shape
+        for s in range(n_sel):
+            quantize_row(x, qx, dx, sx, sx32, s)
+        total = n_sel * n_rows
+        n_chunks = min(total, 8 * numba.get_num_threads())
+        per = (total + n_chunks - 1) // n_chunks
+        for c in prange(n_chunks):
+            q = np.empty(K, dtype=np.int8)
+            sw = np.empty(K // 4, dtype=np.float32)
+            mw = np.empty(K // 16, dtype=np.float32)
+            for i in range(c * per, min(total, (c + 1) * per)):
+                s, r = i // n_rows, i % n_rows
+                at = sel[s] * matrix_bytes + r * row_bytes
+                layout = decode(raw[at : at + row_bytes], K, q, sw, mw)
+                if layout & PER32:
+                    acc = row_dot_block32(q, 0, sw, 0, qx[s], 0, dx[s], 0, K // 32)
+                    if layout & MINS:
+                        sxs = sx32[s]
+                        for g in range(U(K) // U(32)):
+                            acc += mw[g] * sxs[g]
+                else:
+                    acc = row_dot_sub16(q, 0, sw, 0, qx[s], 0, dx[s], 0, K // 32)
+                    if layout & MINS:
+                        sxs = sx[s]
+                        for g in range(U(K) // U(16)):
+                            acc += mw[g] * sxs[g]
+                out[s, r] = acc
+
     @njit(inline="always")
     def _decode_f32(raw, row_bytes, K, r, q, sw, mw, o):
         layout = decode(raw[r * row_bytes : (r + 1) * row_bytes], K, q, sw, mw)
@@ -83,4 +118,4 @@ def kernels_for(decode) -> Kernels:
             for i in range(c * per, min(n, (c + 1) * per)):
                 _decode_f32(raw, row_bytes, K, first + i, q, sw, mw, out[i])
 
-    return Kernels(qmatvec, decode_rows)
+    return Kernels(qmatvec, decode_rows, qmatvec_selected)

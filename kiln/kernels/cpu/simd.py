@@ -181,6 +181,83 @@ nibbles16 = _make_nibbles(16)
 nibbles32 = _make_nibbles(32)
 
 
+def _pshufb32(builder, table16, idx):
+    """table16[idx[i]] for the 32 lanes of idx (indices < 16)."""
+    if HAS_AVX2:
+        tab = builder.shuffle_vector(table16, table16, ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(16)) * 2))
+        return builder.call(_function(builder.module, "llvm.x86.avx2.pshuf.b", _I8x32, [_I8x32, _I8x32]), [tab, idx])
+    out = ir.Constant(_I8x32, ir.Undefined)
+    for i in range(32):
+        k = builder.extract_element(idx, ir.Constant(ir.IntType(32), i))
+        out = builder.insert_element(out, builder.extract_element(table16, k), ir.Constant(ir.IntType(32), i))
+    return out
+
+
+def _joined_nibbles(context, builder, ts, s, so):
+    """16 bytes from src -> <32 x i8>: the low nibbles, then the high nibbles."""
+    v = builder.load(_bytes_at(context, builder, ts, s, so, 16), align=1)
+    low = builder.and_(v, ir.Constant(v.type, [15] * 16))
+    high = builder.lshr(v, ir.Constant(v.type, [4] * 16))
+    return builder.shuffle_vector(low, high, ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(32))))
+
+
+# Decoders write a block's 32 values with one 32-byte store: a 32-byte load of data stored
+# as two 16-byte halves just before cannot be forwarded from the store buffer and stalls.
+
+
+@intrinsic
+def nibbles16_joined(typingctx, src, src_off, dst, dst_off, offset):
+    """dst[dst_off + i] = (nibble i of the 16 bytes at src_off, lows then highs) - offset."""
+    sig = types.void(src, src_off, dst, dst_off, offset)
+
+    def codegen(context, builder, signature, args):
+        ts, _, td, _, toff = signature.args
+        s, so, d, do, off = args
+        v = builder.sub(_joined_nibbles(context, builder, ts, s, so), _splat(builder, _byte(context, builder, off, toff), 32))
+        builder.store(v, _bytes_at(context, builder, td, d, do, 32), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def nibbles16_lookup(typingctx, src, src_off, dst, dst_off, table, table_off):
+    """dst[dst_off + i] = table[table_off + nibble i of the 16 bytes at src_off] (lows, highs)."""
+    sig = types.void(src, src_off, dst, dst_off, table, table_off)
+
+    def codegen(context, builder, signature, args):
+        ts, _, td, _, tt, _ = signature.args
+        s, so, d, do, t, to = args
+        tab16 = builder.load(_bytes_at(context, builder, tt, t, to, 16), align=1)
+        v = _pshufb32(builder, tab16, _joined_nibbles(context, builder, ts, s, so))
+        builder.store(v, _bytes_at(context, builder, td, d, do, 32), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def q6_0_high_bits(typingctx, src, qh_off, dst, dst_off):
+    """Q6_0's bits 4-5 of the 32 values from its 8 qh bytes, or-ed into dst, then minus 32:
+    value j < 8 takes bits 0-1 of qh[j], 8 <= j < 16 bits 4-5 of qh[j-8], 16 + j bits 2-3 and
+    6-7 likewise."""
+    sig = types.void(src, qh_off, dst, dst_off)
+
+    def codegen(context, builder, signature, args):
+        ts, _, td, _ = signature.args
+        s, so, d, do = args
+        qh = builder.load(_bytes_at(context, builder, ts, s, so, 8), align=1)
+        spread = builder.shuffle_vector(qh, qh, ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(8)) * 4))
+        shifts = ir.Constant(_I8x32, [0] * 8 + [4] * 8 + [2] * 8 + [6] * 8)
+        bits = builder.shl(builder.and_(builder.lshr(spread, shifts), ir.Constant(_I8x32, [3] * 32)), ir.Constant(_I8x32, [4] * 32))
+        p = _bytes_at(context, builder, td, d, do, 32)
+        v = builder.sub(builder.or_(builder.load(p, align=1), bits), ir.Constant(_I8x32, [32] * 32))
+        builder.store(v, p, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @intrinsic
 def fields32(typingctx, src, src_off, shift, mask, dst, dst_off):
     """dst[dst_off + i] = (src[src_off + i] >> shift) & mask for 32 bytes."""
@@ -267,8 +344,6 @@ def _make_lookup(n: int):
             if HAS_AVX2 and n == 32:
                 tab = builder.shuffle_vector(tab16, tab16, ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(16)) * 2))
                 out = builder.call(_function(builder.module, "llvm.x86.avx2.pshuf.b", vt, [vt, vt]), [tab, idx])
-            elif HAS_AVX2:
-                out = builder.call(_function(builder.module, "llvm.x86.ssse3.pshuf.b.128", vt, [vt, vt]), [tab16, idx])
             else:
                 out = ir.Constant(vt, ir.Undefined)
                 for i in range(n):
@@ -282,8 +357,35 @@ def _make_lookup(n: int):
     return lookup
 
 
-lookup16 = _make_lookup(16)
 lookup32 = _make_lookup(32)
+
+
+@intrinsic
+def lookup32_split(typingctx, dst, dst_off, table, lo_off, hi_off):
+    """As lookup32, the first 16 bytes through table[lo_off:], the last 16 through table[hi_off:]
+    (two 16-value sub-blocks with their own grid halves, in one 32-byte step)."""
+    sig = types.void(dst, dst_off, table, lo_off, hi_off)
+
+    def codegen(context, builder, signature, args):
+        td, _, tt, _, _ = signature.args
+        d, do, t, lo, hi = args
+        p = _bytes_at(context, builder, td, d, do, 32)
+        idx = builder.load(p, align=1)
+        t_lo = builder.load(_bytes_at(context, builder, tt, t, lo, 16), align=1)
+        t_hi = builder.load(_bytes_at(context, builder, tt, t, hi, 16), align=1)
+        if HAS_AVX2:  # vpshufb looks up each 128-bit lane in its own half of the table
+            tab = builder.shuffle_vector(t_lo, t_hi, ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(32))))
+            out = builder.call(_function(builder.module, "llvm.x86.avx2.pshuf.b", _I8x32, [_I8x32, _I8x32]), [tab, idx])
+        else:
+            out = ir.Constant(_I8x32, ir.Undefined)
+            for i in range(32):
+                k = builder.extract_element(idx, ir.Constant(ir.IntType(32), i))
+                src = t_lo if i < 16 else t_hi
+                out = builder.insert_element(out, builder.extract_element(src, k), ir.Constant(ir.IntType(32), i))
+        builder.store(out, p, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 _F16x8 = ir.VectorType(ir.HalfType(), 8)
