@@ -22,9 +22,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..kernels.cpu.linear import set_threads as set_cpu_threads
 from .bench_params import Instance
 
 Clock = Callable[[], float]
+
+
+def set_all_threads(n: int) -> None:
+    """torch's pool and the CPU kernels' (generation and batch) to n threads."""
+    torch.set_num_threads(n)
+    set_cpu_threads(n, n)
 
 
 @dataclass
@@ -35,7 +42,7 @@ class Runner:
     n_vocab: int
     first_token: int | None  # BOS when the model adds one, else None (a random token)
     clock: Clock = time.perf_counter
-    set_threads: Callable[[int], None] = torch.set_num_threads
+    set_threads: Callable[[int], None] = set_all_threads
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def _token(self) -> int:
@@ -61,9 +68,9 @@ class Runner:
         gen_threads, batch_threads = inst.settings["n_threads"]
         self.engine.reset(None)
         if warmup:
-            if test.n_prompt > 0:
+            if test.n_prompt > 0:  # as llama-bench: a short batch, which also compiles the batch kernels
                 self.set_threads(batch_threads)
-                self.prompt(1, n_batch)
+                self.prompt(min(32, test.n_prompt, n_batch), n_batch)
             if test.n_gen > 0:
                 self.set_threads(gen_threads)
                 self.generate(1)

@@ -65,6 +65,17 @@ def test_default_model_matches_the_exact_math_reference(smollm2, capsys):
         assert abs(got / want - 1) < 0.003
 
 
+@pytest.mark.slow
+def test_generation_kernels_keep_the_exact_math_perplexity(smollm2, capsys):
+    """-ub 8: every product takes the generation kernels (16-bit activations), attention the
+    flash-style kernel; the figures stay on the exact-math reference (issue 8: within 0.3%)."""
+    expected = [float(v) for v in re.findall(r"\[\d+\]([\d.]+)", reference_value("ppl_first20"))][:2]
+    result = run_json(capsys, ["perplexity", "-f", str(WIKI), "-c", "512", "-b", "512", "-ub", "8",
+                               "--chunks", "2", "--json"])
+    for got, want in zip(result["chunks"], expected, strict=True):
+        assert abs(got / want - 1) < 0.003
+
+
 def test_progress_and_final_estimate_lines(tiny, capsys):
     f32, _, text = tiny
     assert main(["perplexity", "-m", str(f32), "-f", str(text), "-c", str(N_CTX), "--chunks", "3"]) == 0

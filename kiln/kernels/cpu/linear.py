@@ -104,6 +104,7 @@ def set_threads(generation: int, batch: int) -> None:
     limit = numba.config.NUMBA_NUM_THREADS
     _threads["generation"] = min(generation, limit) if generation > 0 else limit
     _threads["batch"] = min(batch, limit) if batch > 0 else _threads["generation"]
+    _threads["current"] = -1  # the next product sets both pools
 
 
 def _use_threads(kind: str) -> None:
