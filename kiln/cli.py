@@ -50,8 +50,29 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 _OPTION_FIELDS = {f.name for f in fields(Options)}
 
 
+# flags whose value may start with "-" and hold a comma ("-ser -1,0"), which argparse would
+# otherwise take for another flag
+_DASH_VALUE_FLAGS = ("-ser", "--smart-expert-reduction")
+
+
+def _join_dash_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if a in _DASH_VALUE_FLAGS and nxt.startswith("-") and nxt[1:2].isdigit():
+            out.append(f"{a}={nxt}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def parse_command(argv: list[str]) -> tuple[str, Options, argparse.Namespace]:
     """(command, Options from ik_llama.cpp's flags, the tool's own arguments)."""
+    argv = _join_dash_values(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     ns = vars(build_parser(command).parse_args(argv))
     command = ns.pop("command")

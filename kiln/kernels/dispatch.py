@@ -71,18 +71,20 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, neox: bool) -> t
 
 
 ATTENTION_MAX_QUERIES = 8  # more query rows (prompt processing) take torch's batched products
+_CACHE_KERNELS = {torch.float16: "attend_f16", torch.bfloat16: "attend_bf16"}
 
 
 def attention(q, k, v, q_pos, k_pos, scale, window=0, softcap=0.0, max_kq_bytes=0) -> torch.Tensor:
-    """Causal attention (reference.attention); a few queries over an f16 cache on the CPU
-    take the flash-style Numba kernel (no score matrix, so -amb has nothing to bound)."""
+    """Causal attention (reference.attention); a few queries over an f16 or bf16 cache on the
+    CPU take the flash-style Numba kernel (no score matrix, so -amb has nothing to bound)."""
+    kernel = _CACHE_KERNELS.get(k.dtype)
     if (
         _reference_only
+        or kernel is None
         or q.device.type != "cpu"
         or q.shape[0] > ATTENTION_MAX_QUERIES
-        or k.dtype != torch.float16
         or v is None
-        or v.dtype != torch.float16
+        or v.dtype != k.dtype
         or q.shape[-1] % 8
         or v.shape[-1] % 8
         or not k.is_contiguous()
@@ -91,7 +93,7 @@ def attention(q, k, v, q_pos, k_pos, scale, window=0, softcap=0.0, max_kq_bytes=
         return reference.attention(q, k, v, q_pos, k_pos, scale, window, softcap, max_kq_bytes)
     n_k = k.shape[0]
     out = torch.empty((q.shape[0], q.shape[1], v.shape[-1]), dtype=torch.float32)
-    cpu_attention.attend_f16(
+    getattr(cpu_attention, kernel)(
         q.float().contiguous().numpy(),
         k.view(torch.int16).reshape(n_k, -1).numpy(),
         v.view(torch.int16).reshape(n_k, -1).numpy(),

@@ -129,7 +129,7 @@ def _iq4_xs(b: np.ndarray) -> np.ndarray:
     return dl[:, :, None] * v
 
 
-def _e8m0_half(e: np.ndarray) -> np.ndarray:
+def e8m0_half(e: np.ndarray) -> np.ndarray:
     """Half of 2**(e - 127) as float32 (E8M0 block scale of MXFP4, halved), exact."""
     e = e.astype(np.uint32)
     bits = np.where(e >= 2, (e - 1) << 23, np.where(e == 1, np.uint32(0x00400000), np.uint32(0x00200000)))
@@ -137,7 +137,7 @@ def _e8m0_half(e: np.ndarray) -> np.ndarray:
 
 
 def _mxfp4(b: np.ndarray) -> np.ndarray:
-    d = _e8m0_half(b[:, 0:1])
+    d = e8m0_half(b[:, 0:1])
     qs = b[:, 1:17]
     with np.errstate(over="ignore"):  # the largest scales overflow to inf, as in ggml
         return d * MXFP4_VALUES[np.concatenate([qs & 15, qs >> 4], axis=1)]

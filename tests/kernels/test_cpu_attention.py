@@ -18,11 +18,12 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     [(1, 1, 3, 1, 8, 8, 0, 0.0), (1, 77, 9, 3, 64, 64, 0, 0.0), (5, 40, 4, 4, 24, 16, 0, 0.0),
      (8, 130, 6, 2, 32, 40, 17, 0.0), (3, 64, 8, 1, 16, 16, 0, 30.0)],
 )
-def test_generation_attention_matches_reference(n_q, n_k, n_head, n_kv, d, dv, window, softcap):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_generation_attention_matches_reference(n_q, n_k, n_head, n_kv, d, dv, window, softcap, dtype):
     g = torch.Generator().manual_seed(n_k)
     q = torch.randn(n_q, n_head, d, generator=g) * 2
-    k = (torch.randn(n_k, n_kv, d, generator=g) * 2).half()
-    v = torch.randn(n_k, n_kv, dv, generator=g).half()
+    k = (torch.randn(n_k, n_kv, d, generator=g) * 2).to(dtype)
+    v = torch.randn(n_k, n_kv, dv, generator=g).to(dtype)
     k_pos = torch.arange(n_k) * 2  # gaps, as after a cache edit
     q_pos = k_pos[-n_q:] if n_q <= n_k else torch.arange(n_q)
     want = reference.attention(q, k, v, q_pos, k_pos, 0.125, window, softcap)

@@ -103,3 +103,15 @@ def test_ik_flags_accepted(flags):
 
     command, options = parse_options(["run", "-p", "x", *flags])
     assert command == "run" and options.ignored_flags()
+
+
+def test_dash_values_and_cpu_flags_parse():
+    from kiln.cli import parse_options
+
+    _, options = parse_options(["run", "-p", "x", "-ser", "-1,0", "-rtr", "--numa", "isolate", "-t", "3", "-tb", "5"])
+    assert options.ser_values() == (-1, 0.0)
+    assert options.run_time_repack and options.numa == "isolate"
+    assert (options.threads, options.threads_batch) == (3, 5)
+    assert options.ignored_flags() == []
+    _, options = parse_options(["perplexity", "-ser", "6,0.5", "-f", "x.txt"])
+    assert options.ser_values() == (6, 0.5)

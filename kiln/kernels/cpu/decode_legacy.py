@@ -1,7 +1,9 @@
-"""CPU block decoders of the 32-value types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q6_0, IQ4_NL.
+"""CPU block decoders of the 32-value types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q6_0, IQ4_NL, MXFP4.
 
 Layouts as in `kiln/quants/legacy.py` and `kquants.py`: values 0..15 of a block in the
 low nibbles of qs, 16..31 in the high nibbles; the 5- and 6-bit types keep high bits apart.
+MXFP4 (one E8M0 exponent byte, then 16 bytes of E2M1 codes) is twice its E2M1 value, an
+integer of -12..12, times half the block's power of two: exact in this form.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ...quants.kquants_tables import IQ4NL_VALUES
+from ...quants.kquants import e8m0_half
+from ...quants.kquants_tables import IQ4NL_VALUES, MXFP4_VALUES
 from .decode_common import MINS, PER32, ZERO, U, f16, padded_table, scale32, u32
 from .simd import add32, fields32, nibbles16_joined, nibbles16_lookup, or_bits32, q6_0_high_bits
 
 IQ4NL_I8 = padded_table(IQ4NL_VALUES.astype(np.int8))
+MXFP4_I8 = padded_table(MXFP4_VALUES.astype(np.int8))
+E8M0_HALF = e8m0_half(np.arange(256, dtype=np.uint8))
 
 
 @njit
@@ -83,6 +88,15 @@ def decode_iq4_nl(row, K, q, sw, mw):
     return PER32
 
 
+@njit
+def decode_mxfp4(row, K, q, sw, mw):
+    for b in range(U(K) // U(32)):
+        at, o = U(17) * b, U(32) * b
+        nibbles16_lookup(row, at + U(1), q, o, MXFP4_I8, 0)
+        scale32(sw, mw, b, E8M0_HALF[row[at]], ZERO)
+    return PER32
+
+
 DECODERS = {
     "Q4_0": decode_q4_0,
     "Q4_1": decode_q4_1,
@@ -91,4 +105,5 @@ DECODERS = {
     "Q8_0": decode_q8_0,
     "Q6_0": decode_q6_0,
     "IQ4_NL": decode_iq4_nl,
+    "MXFP4": decode_mxfp4,
 }

@@ -396,57 +396,78 @@ def _f32x8_at(context, builder, array_type, value, offset):
     return builder.bitcast(p, _F32x8.as_pointer())
 
 
-def _f16x8_at(context, builder, array_type, value, offset):
+def _halves8_at(context, builder, array_type, value, offset):
     p = _data_pointer(context, builder, array_type, value, offset, ir.IntType(16))
-    return builder.bitcast(p, _F16x8.as_pointer())
+    return builder.bitcast(p, ir.VectorType(ir.IntType(16), 8).as_pointer())
 
 
-@intrinsic
-def dot_f32_f16(typingctx, a, a_off, b, b_off, n):
-    """sum of a[a_off + i] * b[b_off + i] for i < n (n a multiple of 8): a float32, b the bits
-    of f16 values (an int16 array), converted 8 at a time."""
-    sig = types.float32(a, a_off, b, b_off, n)
-
-    def codegen(context, builder, signature, args):
-        ta, _, tb, _, tn = signature.args
-        av, ao, bv, bo, nv = args
-        pa = _f32x8_at(context, builder, ta, av, ao)
-        pb = _f16x8_at(context, builder, tb, bv, bo)
-        acc = cgutils.alloca_once_value(builder, ir.Constant(_F32x8, [0.0] * 8))
-        count = builder.udiv(context.cast(builder, nv, tn, types.intp), ir.Constant(ir.IntType(64), 8))
-        fma = _function(builder.module, "llvm.fma.v8f32", _F32x8, [_F32x8, _F32x8, _F32x8])
-        with cgutils.for_range(builder, count) as loop:
-            x = builder.load(builder.gep(pa, [loop.index]), align=4)
-            y = builder.fpext(builder.load(builder.gep(pb, [loop.index]), align=2), _F32x8)
-            builder.store(builder.call(fma, [x, y, builder.load(acc)]), acc)
-        total = builder.load(acc)
-        result = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
-        for lane in range(1, 8):
-            result = builder.fadd(result, builder.extract_element(total, ir.Constant(ir.IntType(32), lane)))
-        return result
-
-    return sig, codegen
+def _to_f32x8(builder, bits, kind: str):
+    """8 16-bit floats (their bits, <8 x i16>) as <8 x float>: f16 by conversion, bf16 as
+    the high half of an f32."""
+    if kind == "f16":
+        return builder.fpext(builder.bitcast(bits, _F16x8), _F32x8)
+    wide = builder.shl(builder.zext(bits, _I32x8), ir.Constant(_I32x8, [16] * 8))
+    return builder.bitcast(wide, _F32x8)
 
 
-@intrinsic
-def scale_add_f16(typingctx, acc, acc_off, keep, b, b_off, add, n):
-    """acc[acc_off + i] = acc[acc_off + i] * keep + b[b_off + i] * add for i < n (n a multiple
-    of 8; b the bits of f16 values)."""
-    sig = types.void(acc, acc_off, keep, b, b_off, add, n)
+def _make_dot(kind: str):
+    @intrinsic
+    def dot(typingctx, a, a_off, b, b_off, n):
+        """sum of a[a_off + i] * b[b_off + i] for i < n (a multiple of 8): a float32, b the bits
+        of 16-bit floats (an int16 array), converted 8 at a time."""
+        sig = types.float32(a, a_off, b, b_off, n)
 
-    def codegen(context, builder, signature, args):
-        ta, _, tk, tb, _, tad, tn = signature.args
-        av, ao, kv, bv, bo, adv, nv = args
-        pa = _f32x8_at(context, builder, ta, av, ao)
-        pb = _f16x8_at(context, builder, tb, bv, bo)
-        keep = _splat(builder, context.cast(builder, kv, tk, types.float32), 8)
-        add = _splat(builder, context.cast(builder, adv, tad, types.float32), 8)
-        count = builder.udiv(context.cast(builder, nv, tn, types.intp), ir.Constant(ir.IntType(64), 8))
-        fma = _function(builder.module, "llvm.fma.v8f32", _F32x8, [_F32x8, _F32x8, _F32x8])
-        with cgutils.for_range(builder, count) as loop:
-            p = builder.gep(pa, [loop.index])
-            y = builder.fpext(builder.load(builder.gep(pb, [loop.index]), align=2), _F32x8)
-            builder.store(builder.call(fma, [y, add, builder.fmul(builder.load(p, align=4), keep)]), p, align=4)
-        return context.get_dummy_value()
+        def codegen(context, builder, signature, args):
+            ta, _, tb, _, tn = signature.args
+            av, ao, bv, bo, nv = args
+            pa = _f32x8_at(context, builder, ta, av, ao)
+            pb = _halves8_at(context, builder, tb, bv, bo)
+            acc = cgutils.alloca_once_value(builder, ir.Constant(_F32x8, [0.0] * 8))
+            count = builder.udiv(context.cast(builder, nv, tn, types.intp), ir.Constant(ir.IntType(64), 8))
+            fma = _function(builder.module, "llvm.fma.v8f32", _F32x8, [_F32x8, _F32x8, _F32x8])
+            with cgutils.for_range(builder, count) as loop:
+                x = builder.load(builder.gep(pa, [loop.index]), align=4)
+                y = _to_f32x8(builder, builder.load(builder.gep(pb, [loop.index]), align=2), kind)
+                builder.store(builder.call(fma, [x, y, builder.load(acc)]), acc)
+            total = builder.load(acc)
+            result = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
+            for lane in range(1, 8):
+                result = builder.fadd(result, builder.extract_element(total, ir.Constant(ir.IntType(32), lane)))
+            return result
 
-    return sig, codegen
+        return sig, codegen
+
+    return dot
+
+
+def _make_scale_add(kind: str):
+    @intrinsic
+    def scale_add(typingctx, acc, acc_off, keep, b, b_off, add, n):
+        """acc[acc_off + i] = acc[acc_off + i] * keep + b[b_off + i] * add for i < n (a multiple
+        of 8; b the bits of 16-bit floats)."""
+        sig = types.void(acc, acc_off, keep, b, b_off, add, n)
+
+        def codegen(context, builder, signature, args):
+            ta, _, tk, tb, _, tad, tn = signature.args
+            av, ao, kv, bv, bo, adv, nv = args
+            pa = _f32x8_at(context, builder, ta, av, ao)
+            pb = _halves8_at(context, builder, tb, bv, bo)
+            keep = _splat(builder, context.cast(builder, kv, tk, types.float32), 8)
+            add = _splat(builder, context.cast(builder, adv, tad, types.float32), 8)
+            count = builder.udiv(context.cast(builder, nv, tn, types.intp), ir.Constant(ir.IntType(64), 8))
+            fma = _function(builder.module, "llvm.fma.v8f32", _F32x8, [_F32x8, _F32x8, _F32x8])
+            with cgutils.for_range(builder, count) as loop:
+                p = builder.gep(pa, [loop.index])
+                y = _to_f32x8(builder, builder.load(builder.gep(pb, [loop.index]), align=2), kind)
+                builder.store(builder.call(fma, [y, add, builder.fmul(builder.load(p, align=4), keep)]), p, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return scale_add
+
+
+dot_f32_f16 = _make_dot("f16")
+dot_f32_bf16 = _make_dot("bf16")
+scale_add_f16 = _make_scale_add("f16")
+scale_add_bf16 = _make_scale_add("bf16")
