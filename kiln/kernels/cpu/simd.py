@@ -177,7 +177,6 @@ def _make_nibbles(n: int):
     return nibbles
 
 
-nibbles16 = _make_nibbles(16)
 nibbles32 = _make_nibbles(32)
 
 
