@@ -36,6 +36,22 @@ class Kernels(NamedTuple):
     qmatvec_selected: object
 
 
+@njit(inline="always")
+def _row_times(layout, K, q, sw, mw, qx, dx, sx, sx32):
+    """One decoded weight row (q, sw, mw in `layout`) times one activation row in blocks."""
+    if layout & PER32:
+        acc = row_dot_block32(q, 0, sw, 0, qx, 0, dx, 0, K // 32)
+        if layout & MINS:
+            for g in range(U(K) // U(32)):
+                acc += mw[g] * sx32[g]
+    else:
+        acc = row_dot_sub16(q, 0, sw, 0, qx, 0, dx, 0, K // 32)
+        if layout & MINS:
+            for g in range(U(K) // U(16)):
+                acc += mw[g] * sx[g]
+    return acc
+
+
 def kernels_for(decode) -> Kernels:
     @njit(parallel=True, fastmath=True)
     def qmatvec(raw, row_bytes, K, x, qx, dx, sx, sx32, out):
@@ -52,19 +68,7 @@ def kernels_for(decode) -> Kernels:
             for r in range(c * per, min(n_rows, (c + 1) * per)):
                 layout = decode(raw[r * row_bytes : (r + 1) * row_bytes], K, q, sw, mw)
                 for t in range(n_tok):
-                    if layout & PER32:
-                        acc = row_dot_block32(q, 0, sw, 0, qx[t], 0, dx[t], 0, K // 32)
-                        if layout & MINS:
-                            sxt = sx32[t]
-                            for g in range(U(K) // U(32)):
-                                acc += mw[g] * sxt[g]
-                    else:
-                        acc = row_dot_sub16(q, 0, sw, 0, qx[t], 0, dx[t], 0, K // 32)
-                        if layout & MINS:
-                            sxt = sx[t]
-                            for g in range(U(K) // U(16)):
-                                acc += mw[g] * sxt[g]
-                    out[t, r] = acc
+                    out[t, r] = _row_times(layout, K, q, sw, mw, qx[t], dx[t], sx[t], sx32[t])
 
     @njit(parallel=True, fastmath=True)
     def qmatvec_selected(raw, matrix_bytes, row_bytes, K, x, sel, qx, dx, sx, sx32, out):
@@ -82,19 +86,7 @@ def kernels_for(decode) -> Kernels:
                 s, r = i // n_rows, i % n_rows
                 at = sel[s] * matrix_bytes + r * row_bytes
                 layout = decode(raw[at : at + row_bytes], K, q, sw, mw)
-                if layout & PER32:
-                    acc = row_dot_block32(q, 0, sw, 0, qx[s], 0, dx[s], 0, K // 32)
-                    if layout & MINS:
-                        sxs = sx32[s]
-                        for g in range(U(K) // U(32)):
-                            acc += mw[g] * sxs[g]
-                else:
-                    acc = row_dot_sub16(q, 0, sw, 0, qx[s], 0, dx[s], 0, K // 32)
-                    if layout & MINS:
-                        sxs = sx[s]
-                        for g in range(U(K) // U(16)):
-                            acc += mw[g] * sxs[g]
-                out[s, r] = acc
+                out[s, r] = _row_times(layout, K, q, sw, mw, qx[s], dx[s], sx[s], sx32[s])
 
     @njit(inline="always")
     def _decode_f32(raw, row_bytes, K, r, q, sw, mw, o):
