@@ -152,13 +152,23 @@ def expert_gate_up(
     return reference.expert_gate_up(x, gate, up, expert, fused)
 
 
+def embedding_rows(w: QTensor, ids: torch.Tensor) -> torch.Tensor:
+    """Rows `ids` of a 2D weight as float32 (an embedding lookup): a type with a CPU kernel
+    decodes just those rows, unless a float copy already exists; others index that copy."""
+    if not _reference_only and len(w.shape) == 2 and torch.float32 not in w._dense:
+        plan = cpu_weight(w)
+        if plan is not None:
+            return cpu_linear.rows(plan.raw, plan.matrix, ids)
+    return w.rows(ids)
+
+
 SELECTED_EXPERTS_MAX = 64  # expert rows (token x expert pairs) computed one matrix row at a time
 
 
-def selected_experts_fast(x: torch.Tensor, *weights: QTensor) -> bool:
-    """Whether `selected_experts` runs the Numba kernel for these expert tensors."""
+def selected_experts_fast(n_pairs: int, x: torch.Tensor, *weights: QTensor) -> bool:
+    """Whether `selected_experts` runs the Numba kernel for n_pairs (token, expert) rows of x."""
     # an activation observer (kiln imatrix) sees experts grouped by expert: the other path
-    return observe.OBSERVER is None and x.shape[0] <= SELECTED_EXPERTS_MAX and all(fast_cpu(x, w) for w in weights)
+    return observe.OBSERVER is None and n_pairs <= SELECTED_EXPERTS_MAX and all(fast_cpu(x, w) for w in weights)
 
 
 def selected_experts(x: torch.Tensor, w: QTensor, experts: torch.Tensor) -> torch.Tensor:

@@ -72,21 +72,8 @@ class QTensor:
         return cls(name, raw, quant_type(type_name).id, tuple(reversed(x.shape)))
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """Rows `ids` of a 2D tensor (an embedding lookup), as float32; types with a CPU
-        block decoder decode just those rows."""
-        if torch.float32 not in self._dense and _cpu_rows_supported(self):
-            from . import dispatch
-            from .cpu.linear import rows
-
-            plan = dispatch.cpu_weight(self)
-            return rows(plan.raw, plan.matrix, ids)
+        """Rows `ids` of a 2D tensor (an embedding lookup), as float32."""
         return self.dense()[ids]
 
     def drop_dense(self) -> None:
         self._dense.clear()
-
-
-def _cpu_rows_supported(t: QTensor) -> bool:
-    from . import dispatch
-
-    return len(t.shape) == 2 and dispatch.fast_cpu(torch.empty(0), t)

@@ -210,7 +210,7 @@ class CausalLM:
         raise NotImplementedError
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.tok_embd.rows(tokens)
+        return dispatch.embedding_rows(self.tok_embd, tokens)
 
     def forward(
         self,

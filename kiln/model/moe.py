@@ -99,7 +99,7 @@ class RoutedExperts:
         self.fused = settings.fused_moe and self.gate.type_id == self.up.type_id
 
     def __call__(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        if dispatch.selected_experts_fast(x.new_empty(ids.numel(), 0), self.gate, self.up, self.down):
+        if dispatch.selected_experts_fast(ids.numel(), x, self.gate, self.up, self.down):
             return self._few_tokens(x, ids, weights)
         out = torch.zeros_like(x)
         k = ids.shape[1]

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..gguf import GGUFFile
+from ..kernels import dispatch
 from ..kernels.weights import QTensor
 from ..quants import quant_type
 
@@ -63,8 +64,6 @@ def open_model_file(path: str | Path) -> GGUFFile:
 def repack_for_cpu(tensors: GGUFTensors) -> int:
     """Prepare every loaded weight for the CPU kernels now (-rtr): row-interleaved layouts
     are unpacked to the plain one the kernels read. Returns how many weights have a kernel."""
-    from ..kernels import dispatch
-
     n = 0
     for t in tensors._cache.values():
         if len(t.shape) >= 2 and dispatch.cpu_weight(t) is not None:

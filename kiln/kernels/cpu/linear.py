@@ -75,9 +75,10 @@ def weight_plan(raw: np.ndarray, type_id: int, shape: tuple[int, ...]) -> CpuWei
         rows = np.asarray(raw).reshape(n_out * n_matrices, -1)
         raw = interleaved.unpack(name, rows).reshape(-1)
         name = plain
-    if not supports(GGML_TYPES_BY_NAME[name].id, K):
+    plain_type = GGML_TYPES_BY_NAME[name]
+    if name not in DECODERS or K % plain_type.block_size:
         return None
-    return CpuWeight(matrix(GGML_TYPES_BY_NAME[name].id, K, n_out), np.asarray(raw).reshape(-1), n_matrices)
+    return CpuWeight(matrix(plain_type.id, K, n_out), np.asarray(raw).reshape(-1), n_matrices)
 
 
 def kernels(type_name: str) -> Kernels:
@@ -86,12 +87,6 @@ def kernels(type_name: str) -> Kernels:
     if k is None:
         k = _kernels[type_name] = kernels_for(DECODERS[type_name])
     return k
-
-
-def supports(type_id: int, row_length: int) -> bool:
-    """Whether a matrix of this type with rows of this length has a fast kernel."""
-    t = ggml_type(type_id)
-    return t is not None and t.name in DECODERS and row_length % t.block_size == 0
 
 
 def matrix(type_id: int, K: int, n_out: int) -> Matrix:

@@ -37,6 +37,12 @@ class Kernels(NamedTuple):
 
 
 @njit(inline="always")
+def _row_buffers(K):
+    """One thread's buffers for a decoded row: values, scales, minimums (decode_common.py)."""
+    return np.empty(K, dtype=np.int8), np.empty(K // 4, dtype=np.float32), np.empty(K // 16, dtype=np.float32)
+
+
+@njit(inline="always")
 def _row_times(layout, K, q, sw, mw, qx, dx, sx, sx32):
     """One decoded weight row (q, sw, mw in `layout`) times one activation row in blocks."""
     if layout & PER32:
@@ -62,9 +68,7 @@ def kernels_for(decode) -> Kernels:
         n_chunks = min(n_rows, 8 * numba.get_num_threads())
         per = (n_rows + n_chunks - 1) // n_chunks
         for c in prange(n_chunks):
-            q = np.empty(K, dtype=np.int8)
-            sw = np.empty(K // 4, dtype=np.float32)
-            mw = np.empty(K // 16, dtype=np.float32)
+            q, sw, mw = _row_buffers(K)
             for r in range(c * per, min(n_rows, (c + 1) * per)):
                 layout = decode(raw[r * row_bytes : (r + 1) * row_bytes], K, q, sw, mw)
                 for t in range(n_tok):
@@ -79,9 +83,7 @@ def kernels_for(decode) -> Kernels:
         n_chunks = min(total, 8 * numba.get_num_threads())
         per = (total + n_chunks - 1) // n_chunks
         for c in prange(n_chunks):
-            q = np.empty(K, dtype=np.int8)
-            sw = np.empty(K // 4, dtype=np.float32)
-            mw = np.empty(K // 16, dtype=np.float32)
+            q, sw, mw = _row_buffers(K)
             for i in range(c * per, min(total, (c + 1) * per)):
                 s, r = i // n_rows, i % n_rows
                 at = sel[s] * matrix_bytes + r * row_bytes
@@ -104,9 +106,7 @@ def kernels_for(decode) -> Kernels:
         n_chunks = min(n, 4 * numba.get_num_threads())
         per = (n + n_chunks - 1) // n_chunks
         for c in prange(n_chunks):
-            q = np.empty(K, dtype=np.int8)
-            sw = np.empty(K // 4, dtype=np.float32)
-            mw = np.empty(K // 16, dtype=np.float32)
+            q, sw, mw = _row_buffers(K)
             for i in range(c * per, min(n, (c + 1) * per)):
                 _decode_f32(raw, row_bytes, K, first + i, q, sw, mw, out[i])
 

@@ -66,6 +66,14 @@ def _half_sums(builder: ir.IRBuilder, w: ir.Value, x: ir.Value) -> tuple[ir.Valu
     return halves[0], halves[1]
 
 
+def _sum8(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """The sum of the 8 lanes of a <8 x float> (once per row, so plain scalar adds)."""
+    result = builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+    for lane in range(1, 8):
+        result = builder.fadd(result, builder.extract_element(v, ir.Constant(ir.IntType(32), lane)))
+    return result
+
+
 def _data_pointer(context, builder, array_type, value, offset, element: ir.Type) -> ir.Value:
     data = context.make_array(array_type)(context, builder, value).data
     return builder.gep(builder.bitcast(data, element.as_pointer()), [offset])
@@ -117,11 +125,7 @@ def _make_row_dot(per_block: bool):
                     total = builder.call(fma, [builder.sitofp(lo, _F32x8), _splat(builder, s0, 8), builder.load(acc)])
                     total = builder.call(fma, [builder.sitofp(hi, _F32x8), _splat(builder, s1, 8), total])
                 builder.store(total, acc)
-            total = builder.load(acc)
-            result = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
-            for lane in range(1, 8):
-                result = builder.fadd(result, builder.extract_element(total, ir.Constant(ir.IntType(32), lane)))
-            return result
+            return _sum8(builder, builder.load(acc))
 
         return sig, codegen
 
@@ -428,11 +432,7 @@ def _make_dot(kind: str):
                 x = builder.load(builder.gep(pa, [loop.index]), align=4)
                 y = _to_f32x8(builder, builder.load(builder.gep(pb, [loop.index]), align=2), kind)
                 builder.store(builder.call(fma, [x, y, builder.load(acc)]), acc)
-            total = builder.load(acc)
-            result = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
-            for lane in range(1, 8):
-                result = builder.fadd(result, builder.extract_element(total, ir.Constant(ir.IntType(32), lane)))
-            return result
+            return _sum8(builder, builder.load(acc))
 
         return sig, codegen
 
