@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 from . import observe, reference
 from .cpu import attention as cpu_attention
+from .cpu import block_step as cpu_block_step
 from .cpu import linear as cpu_linear
 from .cpu import norm as cpu_norm
 from .cpu import rope as cpu_rope
@@ -184,3 +186,94 @@ def per_head_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if name is not None:
             observe.OBSERVER(name, x, None, w.shape[0])
     return reference.per_head_linear(x, w)
+
+
+_STEP_CACHE_TYPES = (torch.float16, torch.bfloat16)
+_step_buffers = cpu_block_step.BlockBuffers()
+_key_positions = np.arange(0, dtype=np.int64)
+_NO_VALUES = np.empty(0, dtype=np.float32)
+
+
+def block_step_plan(
+    attn_norm: torch.Tensor,
+    ffn_norm: torch.Tensor,
+    eps: float,
+    weights: list[QTensor],
+    biases: list[torch.Tensor | None],
+    q_norm: torch.Tensor | None,
+    k_norm: torch.Tensor | None,
+    n_head: int,
+    n_kv: int,
+    hd: int,
+    hdv: int,
+    neox: bool,
+    scale: float,
+    window: int,
+    softcap: float,
+) -> cpu_block_step.BlockWeights | None:
+    """A pre-norm block (weights q, k, v, o, gate, up, down; SiLU gate) prepared for
+    `block_step`, or None when some part has no CPU kernel or the shapes do not fit it."""
+    plans = []
+    for w in weights:
+        plan = cpu_weight(w)
+        if plan is None or plan.n_matrices != 1:
+            return None
+        plans.append(plan)
+    E, F = plans[0].matrix.K, plans[4].matrix.n_out
+    shapes = [(E, n_head * hd), (E, n_kv * hd), (E, n_kv * hdv), (n_head * hdv, E), (E, F), (E, F), (F, E)]
+    if [(p.matrix.K, p.matrix.n_out) for p in plans] != shapes or hd % 8 or hdv % 8 or n_head % n_kv:
+        return None
+    if any(b is not None for b in biases) and any(b is None for b in biases[:3]):
+        return None
+
+    def values(t):
+        return _NO_VALUES if t is None else t.float().contiguous().numpy()
+
+    return cpu_block_step.BlockWeights(
+        values(attn_norm), values(ffn_norm), float(eps),
+        np.array([p.matrix.decoder for p in plans], dtype=np.int64),
+        tuple(p.raw for p in plans),
+        np.array([p.matrix.row_bytes for p in plans], dtype=np.int64),
+        np.array([p.matrix.n_out for p in plans], dtype=np.int64),
+        tuple(values(b) for b in biases), values(q_norm), values(k_norm),
+        n_head, n_kv, hd, hdv, bool(neox), int(window), float(scale), float(softcap),
+    )  # fmt: skip
+
+
+def block_steps_enabled(x: torch.Tensor) -> bool:
+    """Whether `block_step` may run now for hidden states x (the fast path is on and no
+    activation observer wants to see the products one by one)."""
+    return not _reference_only and observe.OBSERVER is None and x.device.type == "cpu" and x.dtype == torch.float32
+
+
+def block_step_cache_ok(k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
+    """Whether `block_step` can write and read these cache rows (f16 or bf16, both alike)."""
+    return k_cache.dtype in _STEP_CACHE_TYPES and v_cache.dtype == k_cache.dtype
+
+
+def block_step(
+    w: cpu_block_step.BlockWeights,
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot: int,
+) -> float:
+    """One pre-norm block for one token: x [1, E] becomes the block's output in place; the
+    token's key and value go to row `slot` (= its position) of the caches, which it then
+    attends to with rows 0..slot. Returns the output's sum (the caller's NaN check)."""
+    global _key_positions
+    if _key_positions.size <= slot:
+        _key_positions = np.arange(max(2 * _key_positions.size, slot + 1, 256), dtype=np.int64)
+    cpu_linear.use_threads("generation")
+    n = k_cache.shape[0]
+    return cpu_block_step.block_step(
+        x.view(-1).numpy(), w.attn_norm, w.ffn_norm, w.eps,
+        w.decs, w.raws, w.row_bytes, w.n_out,
+        *w.biases, w.q_norm, w.k_norm,
+        w.n_head, w.n_kv, w.hd, w.hdv, cos.reshape(-1).numpy(), sin.reshape(-1).numpy(), w.neox,
+        k_cache.view(torch.int16).reshape(n, -1).numpy(), v_cache.view(torch.int16).reshape(n, -1).numpy(),
+        k_cache.dtype == torch.bfloat16, slot, _key_positions, w.window, w.scale, w.softcap,
+        *_step_buffers.get(w),
+    )  # fmt: skip

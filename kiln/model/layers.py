@@ -179,6 +179,27 @@ class PreNormBlock:
         h = x + self.attn(dispatch.rms_norm(x, self.attn_norm, self.eps), positions, cache, rope)
         return h + self.ffn(dispatch.rms_norm(h, self.ffn_norm, self.eps))
 
+    def generation_step(self):
+        """This block prepared for `dispatch.block_step` (one call per generated token), or
+        None when it is not exactly the plain pre-norm block with attention and a SiLU FFN."""
+        attn, ffn = getattr(self, "attn", None), getattr(self, "ffn", None)
+        if (
+            type(self).__call__ is not PreNormBlock.__call__
+            or type(attn) is not Attention
+            or type(ffn) is not GatedFFN
+            or ffn.act is not dispatch.silu_gate
+            or attn.eps != self.eps
+            or attn.n_head * attn.head_dim != attn.wq.shape[1]
+        ):
+            return None
+        return dispatch.block_step_plan(
+            self.attn_norm, self.ffn_norm, self.eps,
+            [attn.wq, attn.wk, attn.wv, attn.wo, ffn.gate, ffn.up, ffn.down],
+            [attn.bq, attn.bk, attn.bv, attn.bo], attn.q_norm, attn.k_norm,
+            attn.n_head, attn.n_head_kv, attn.head_dim, attn.head_dim_v,
+            attn.rope.neox, attn.scale, attn.window, attn.softcap,
+        )  # fmt: skip
+
 
 class CausalLM:
     """Token embedding, a stack of blocks, final norm and output projection.
@@ -194,12 +215,32 @@ class CausalLM:
         self.output_norm = vector(tensors.get("output_norm.weight"))
         self.output = tensors.get("output.weight", required=False) or self.tok_embd
         self.freq_factors = vector(tensors.get("rope_freqs.weight", required=False))
+        self._steps = None  # per-block generation steps, prepared on the first single token
         self.prepare(tensors)
         # trailing multi-token-prediction blocks (nextn) are loaded by nobody and never run
         self.blocks = [self.make_block(tensors, il) for il in range(hp.n_layer - hp.nextn_predict_layers)]
 
     def prepare(self, tensors: TensorSource) -> None:
         """Work to do once before the blocks are built (derived tensors); none by default."""
+
+    def _step_rows(self, x: torch.Tensor, cache: LayerCache) -> list | None:
+        """For one new token whose every block has a generation step: per layer, the cache
+        rows that step writes and reads (k, v, slot); else None (the per-operation path)."""
+        if x.shape[0] != 1 or not dispatch.block_steps_enabled(x):
+            return None
+        if self._steps is None:
+            steps = [getattr(block, "generation_step", lambda: None)() for block in self.blocks]
+            self._steps = steps if steps and all(s is not None for s in steps) else []
+        new_rows = getattr(cache, "new_token_rows", None)
+        if not self._steps or new_rows is None:
+            return None
+        rows = []
+        for il, step in enumerate(self._steps):
+            r = new_rows(il, (step.n_kv, step.hd), (step.n_kv, step.hdv))
+            if r is None or not dispatch.block_step_cache_ok(r[0], r[1]):
+                return None
+            rows.append(r)
+        return rows
 
     def kv_row_sizes(self, layer: int) -> tuple[int, int]:
         """Values per token that layer `layer` keeps in the K and V cache."""
@@ -228,9 +269,15 @@ class CausalLM:
         # one sum per layer, checked once at the end: a NaN or Inf anywhere in a layer's output
         # makes its sum non-finite, and the first such layer is the one to report
         sums = torch.empty(len(self.blocks), dtype=torch.float32)
-        for il, block in enumerate(self.blocks):
-            x = block(x, positions, cache, rope)
-            sums[il] = x.sum()
+        rows = self._step_rows(x, cache)
+        if rows is not None:
+            for il, (block, step) in enumerate(zip(self.blocks, self._steps)):
+                cos, sin = rope.get(block.attn.rope)
+                sums[il] = dispatch.block_step(step, x, cos, sin, *rows[il])
+        else:
+            for il, block in enumerate(self.blocks):
+                x = block(x, positions, cache, rope)
+                sums[il] = x.sum()
         if len(self.blocks) and not bool(torch.isfinite(sums).all()):
             il = int((~torch.isfinite(sums)).nonzero()[0])
             raise NumericalError(

@@ -60,6 +60,11 @@ class RowStore:
         else:
             self.buf[start:end] = new.reshape(new.shape[0], *self.shape).to(self.buf.dtype)
 
+    def reserve(self, end: int, shape: tuple[int, ...]) -> None:
+        """Room for rows up to `end` (rows of `shape`), keeping those before the batch start."""
+        if self.buf is None or self.capacity < end:
+            self._grow(end - 1, end, shape)
+
     def read(self, end: int) -> torch.Tensor:
         if self.cache_type == "q8_0":
             q = self.buf[:end].reshape(end, -1, Q8_BLOCK).float()
@@ -143,6 +148,18 @@ class SequenceCache:
         k_all, v_all, k_pos = self.append(layer, k, v)
         return fn(q, k_all, v_all, positions, k_pos)
 
+    def new_token_rows(self, layer: int, k_shape: tuple[int, ...], v_shape: tuple[int, ...]):
+        """For a batch of one token, the model's fused generation step writes and reads the
+        cache itself: returns the layer's K and V storage (all rows, in the cache type), with
+        room for the token, and the row it goes to (its position); None for q8_0."""
+        k, v = self.k[layer], self.v[layer]
+        if self._count != 1 or "q8_0" in (k.cache_type, v.cache_type):
+            return None
+        end = self._start + 1
+        k.reserve(end, k_shape)
+        v.reserve(end, v_shape)
+        return k.buf, v.buf, self._start
+
     def nbytes(self) -> int:
         return sum(s.nbytes() for s in self.k + self.v)
 
@@ -163,6 +180,12 @@ class BatchCache:
                                    positions[start:end], fn))
             start = end
         return torch.cat(outs, dim=0)
+
+    def new_token_rows(self, layer: int, k_shape: tuple[int, ...], v_shape: tuple[int, ...]):
+        """SequenceCache.new_token_rows when the batch is one sequence's one token, else None."""
+        if len(self.segments) != 1:
+            return None
+        return self.segments[0][0].new_token_rows(layer, k_shape, v_shape)
 
 
 class KVCache:

@@ -17,7 +17,9 @@ from kiln.gguf.types import GGML_TYPES_BY_NAME
 from kiln.kernels import dispatch, reference
 from kiln.kernels.cpu import linear as cpu_linear
 from kiln.kernels.cpu.activations import ActivationBlocks
+from kiln.kernels.cpu import matmul
 from kiln.kernels.cpu.decoders import DECODERS
+from kiln.kernels.cpu.indirect import readonly
 from kiln.kernels.weights import QTensor
 from kiln.quants import dequantize, quantize
 
@@ -43,7 +45,7 @@ def test_decoded_rows_equal_the_dequantizer(type_name):
     raw, ref, K = _weights(type_name, 13, 1)
     m = cpu_linear.matrix(GGML_TYPES_BY_NAME[type_name].id, K, 13)
     out = np.empty((9, K), dtype=np.float32)
-    m.kernels.decode_rows(raw.reshape(-1), m.row_bytes, K, 4, out)
+    matmul.decode_rows(m.decoder, readonly(raw), m.row_bytes, K, 4, out)
     np.testing.assert_array_equal(out, ref[4:13])
     ids = torch.tensor([[12, 0], [5, 5]])
     np.testing.assert_array_equal(cpu_linear.rows(raw.reshape(-1), m, ids).numpy(), ref[ids.numpy()])

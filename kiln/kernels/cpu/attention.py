@@ -6,6 +6,8 @@ cache's type and are converted 8 values at a time (`simd.dot_f32_f16`, `scale_ad
 and their bf16 twins).
 Heads and tokens are shared among threads. Visibility is the reference's: key j is seen
 by query i when k_pos[j] <= q_pos[i] and, with a window, q_pos[i] - k_pos[j] < window.
+`head_f16` / `head_bf16` are the one-head pass, also used by the per-block generation
+step (`block_step.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,43 @@ from numba import njit, prange
 from .simd import dot_f32_bf16, dot_f32_f16, scale_add_bf16, scale_add_f16
 
 
-def _make_attend(dot, scale_add):
+def _make_head(dot, scale_add):
+    @njit(inline="always")
+    def head(q, q_off, d, k_bits, k_off, v_bits, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc, acc_off):
+        """acc[acc_off : acc_off + dv] = one query head (q[q_off : q_off + d]) attending to the
+        visible ones of keys 0..n_k-1 (rows of k_bits and v_bits from columns k_off, v_off)."""
+        for c in range(dv):
+            acc[acc_off + c] = 0
+        best = -np.inf
+        total = np.float32(0)
+        for j in range(n_k):
+            if k_pos[j] > q_pos or (window > 0 and q_pos - k_pos[j] >= window):
+                continue
+            s = dot(q, q_off, k_bits[j], k_off, d) * scale
+            if softcap > 0:
+                s = softcap * math.tanh(s / softcap)
+            if s > best:
+                keep = np.float32(math.exp(best - s)) if best > -np.inf else np.float32(0)
+                best = s
+                total = total * keep + 1
+                scale_add(acc, acc_off, keep, v_bits[j], v_off, np.float32(1), dv)
+            else:
+                p = np.float32(math.exp(s - best))
+                total += p
+                scale_add(acc, acc_off, np.float32(1), v_bits[j], v_off, p, dv)
+        if total > 0:
+            inv = np.float32(1) / total
+            for c in range(dv):
+                acc[acc_off + c] *= inv
+
+    return head
+
+
+head_f16 = _make_head(dot_f32_f16, scale_add_f16)
+head_bf16 = _make_head(dot_f32_bf16, scale_add_bf16)
+
+
+def _make_attend(head):
     @njit(parallel=True, fastmath=True)
     def attend(q, k_bits, v_bits, q_pos, k_pos, scale, window, softcap, out):
         """q [n_q, H, d] float32; k_bits [n_k, H_kv * d], v_bits [n_k, H_kv * dv] (16-bit float
@@ -31,33 +69,11 @@ def _make_attend(dot, scale_add):
         for task in prange(n_q * n_head):
             i, h = task // n_head, task % n_head
             g = h // group
-            qi = q[i, h]
-            acc = out[i, h]
-            acc[:] = 0
-            best = -np.inf
-            total = np.float32(0)
-            for j in range(n_k):
-                if k_pos[j] > q_pos[i] or (window > 0 and q_pos[i] - k_pos[j] >= window):
-                    continue
-                s = dot(qi, 0, k_bits[j], g * d, d) * scale
-                if softcap > 0:
-                    s = softcap * math.tanh(s / softcap)
-                if s > best:
-                    keep = np.float32(math.exp(best - s)) if best > -np.inf else np.float32(0)
-                    best = s
-                    total = total * keep + 1
-                    scale_add(acc, 0, keep, v_bits[j], g * dv, np.float32(1), dv)
-                else:
-                    p = np.float32(math.exp(s - best))
-                    total += p
-                    scale_add(acc, 0, np.float32(1), v_bits[j], g * dv, p, dv)
-            if total > 0:
-                inv = np.float32(1) / total
-                for c in range(dv):
-                    acc[c] *= inv
+            head(q[i, h], 0, d, k_bits, g * d, v_bits, g * dv, dv, n_k, k_pos, q_pos[i], window, scale, softcap,
+                 out[i, h], 0)
 
     return attend
 
 
-attend_f16 = _make_attend(dot_f32_f16, scale_add_f16)
-attend_bf16 = _make_attend(dot_f32_bf16, scale_add_bf16)
+attend_f16 = _make_attend(head_f16)
+attend_bf16 = _make_attend(head_bf16)

@@ -23,7 +23,8 @@ from ...gguf.types import GGML_TYPES_BY_NAME, ggml_type
 from ...quants import interleaved
 from .activations import ActivationBlocks
 from .decoders import DECODERS
-from .matmul import Kernels, kernels_for
+from . import matmul
+from .indirect import decoder_address, readonly
 
 GEMV_MAX_TOKENS = 8
 TILE_VALUES = 1 << 20  # float32 values per decoded tile (4 MiB)
@@ -31,14 +32,13 @@ TILE_VALUES = 1 << 20  # float32 values per decoded tile (4 MiB)
 _threads = {"generation": 0, "batch": 0, "current": -1}
 _activations: dict[int, ActivationBlocks] = {}
 _tile = np.empty(0, dtype=np.float32)
-_kernels: dict[str, Kernels] = {}
 
 
 @dataclass(frozen=True)
 class Matrix:
     """What the kernels need to know of a stored matrix (n_out rows of K values)."""
 
-    kernels: Kernels
+    decoder: int  # address of the type's block decoder (indirect.py)
     row_bytes: int
     K: int
     n_out: int
@@ -78,20 +78,12 @@ def weight_plan(raw: np.ndarray, type_id: int, shape: tuple[int, ...]) -> CpuWei
     plain_type = GGML_TYPES_BY_NAME[name]
     if name not in DECODERS or K % plain_type.block_size:
         return None
-    return CpuWeight(matrix(plain_type.id, K, n_out), np.asarray(raw).reshape(-1), n_matrices)
-
-
-def kernels(type_name: str) -> Kernels:
-    """The Numba kernels of one type (compiled on first use)."""
-    k = _kernels.get(type_name)
-    if k is None:
-        k = _kernels[type_name] = kernels_for(DECODERS[type_name])
-    return k
+    return CpuWeight(matrix(plain_type.id, K, n_out), readonly(raw), n_matrices)
 
 
 def matrix(type_id: int, K: int, n_out: int) -> Matrix:
     t = ggml_type(type_id)
-    return Matrix(kernels(t.name), t.row_bytes(K), K, n_out)
+    return Matrix(decoder_address(t.name), t.row_bytes(K), K, n_out)
 
 
 def set_threads(generation: int, batch: int) -> None:
@@ -102,7 +94,7 @@ def set_threads(generation: int, batch: int) -> None:
     _threads["current"] = -1  # the next product sets both pools
 
 
-def _use_threads(kind: str) -> None:
+def use_threads(kind: str) -> None:
     """Numba's and torch's pools both to the count of this kind of product (no more threads
     than that are ever busy: the two pools take turns)."""
     n = _threads[kind] or numba.config.NUMBA_NUM_THREADS
@@ -118,13 +110,13 @@ def product(x: torch.Tensor, raw: np.ndarray, m: Matrix) -> torch.Tensor:
     n = xn.shape[0]
     out = np.empty((n, m.n_out), dtype=np.float32)
     if n <= GEMV_MAX_TOKENS:
-        _use_threads("generation")
+        use_threads("generation")
         act = _activations.get(m.K)
         if act is None:
             act = _activations[m.K] = ActivationBlocks(m.K, GEMV_MAX_TOKENS)
-        m.kernels.qmatvec(raw, m.row_bytes, m.K, xn, *act.buffers(n), out)
+        matmul.qmatvec(m.decoder, raw, m.row_bytes, m.K, xn, *act.buffers(n), out)
         return torch.from_numpy(out)
-    _use_threads("batch")
+    use_threads("batch")
     result = torch.from_numpy(out)
     x = torch.from_numpy(xn)
     tile_rows = max(16, min(m.n_out, TILE_VALUES // m.K))
@@ -132,7 +124,7 @@ def product(x: torch.Tensor, raw: np.ndarray, m: Matrix) -> torch.Tensor:
     for r0 in range(0, m.n_out, tile_rows):
         r1 = min(m.n_out, r0 + tile_rows)
         w = tile[: (r1 - r0) * m.K].reshape(r1 - r0, m.K)
-        m.kernels.decode_rows(raw, m.row_bytes, m.K, r0, w)
+        matmul.decode_rows(m.decoder, raw, m.row_bytes, m.K, r0, w)
         result[:, r0:r1] = x @ torch.from_numpy(w).T
     return result
 
@@ -143,12 +135,12 @@ def selected_product(x: torch.Tensor, plan: CpuWeight, experts: torch.Tensor) ->
     xn = x.contiguous().numpy()
     n = xn.shape[0]
     out = np.empty((n, m.n_out), dtype=np.float32)
-    _use_threads("generation")
+    use_threads("generation")
     act = _activations.get(m.K)
     if act is None:
         act = _activations[m.K] = ActivationBlocks(m.K, GEMV_MAX_TOKENS)
     sel = experts.to(torch.int64).contiguous().numpy()
-    m.kernels.qmatvec_selected(plan.raw, plan.raw.size // plan.n_matrices, m.row_bytes, m.K, xn, sel,
+    matmul.qmatvec_selected(m.decoder, plan.raw, plan.raw.size // plan.n_matrices, m.row_bytes, m.K, xn, sel,
                                *act.buffers(n), out)
     return torch.from_numpy(out)
 
@@ -158,7 +150,7 @@ def rows(raw: np.ndarray, m: Matrix, ids: torch.Tensor) -> torch.Tensor:
     flat = ids.reshape(-1).tolist()
     out = np.empty((len(flat), m.K), dtype=np.float32)
     for i, r in enumerate(flat):
-        m.kernels.decode_rows(raw, m.row_bytes, m.K, r, out[i : i + 1])
+        matmul.decode_rows(m.decoder, raw, m.row_bytes, m.K, r, out[i : i + 1])
     return torch.from_numpy(out).reshape(*ids.shape, m.K)
 
 

@@ -470,3 +470,31 @@ dot_f32_f16 = _make_dot("f16")
 dot_f32_bf16 = _make_dot("bf16")
 scale_add_f16 = _make_scale_add("f16")
 scale_add_bf16 = _make_scale_add("bf16")
+
+
+@intrinsic
+def f16_bits(typingctx, value):
+    """A float32 rounded to f16 (nearest even, as torch's .half()), as its int16 bits."""
+    sig = types.int16(types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return sig, codegen
+
+
+@intrinsic
+def bf16_bits(typingctx, value):
+    """A float32 rounded to bf16 (nearest even, NaN to 0x7fc0, as torch's .bfloat16()), as
+    its int16 bits."""
+    sig = types.int16(types.float32)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        bits = builder.bitcast(args[0], i32)
+        odd = builder.and_(builder.lshr(bits, ir.Constant(i32, 16)), ir.Constant(i32, 1))
+        rounded = builder.lshr(builder.add(builder.add(bits, ir.Constant(i32, 0x7FFF)), odd), ir.Constant(i32, 16))
+        is_nan = builder.fcmp_unordered("uno", args[0], args[0])
+        return builder.select(is_nan, ir.Constant(ir.IntType(16), 0x7FC0), builder.trunc(rounded, ir.IntType(16)))
+
+    return sig, codegen

@@ -1,0 +1,205 @@
+"""A whole pre-norm transformer block for one generated token, in one Numba call.
+
+    h   = x + Wo . attention(rope(Wq . n1), rope(Wk . n1), Wv . n1),  n1 = RMSNorm(x) * attn_norm
+    out = h + Wdown . (SiLU(Wgate . n2) * (Wup . n2)),                 n2 = RMSNorm(h) * ffn_norm
+
+with optional q/k/v/o biases and per-head q/k RMS norms (Qwen2, Qwen3), rope (ggml's
+adjacent-pair or neox mode), a sliding window and a logit softcap; the new key and value
+are written to the f16 or bf16 KV cache and attention runs over it flash-style
+(`attention.head_f16`).
+
+Generation of one token through the per-operation path pays Python and dispatch on
+about 25 operations per block (tens of microseconds each); here a block is one call.
+The products are the generation kernels' (`matmul.py`): each weight through its type's
+decoder address, q/k/v in one pass over their rows, gate/up in another. Same numbers as
+that path, up to float summation order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from .activations import quantize_row
+from .attention import head_bf16, head_f16
+from .indirect import call_decoder
+from .matmul import CHUNKS, _row_buffers, _row_times
+from .simd import bf16_bits, f16_bits
+
+# order of the seven weights in a block's arrays
+W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN = range(7)
+
+
+@njit(inline="always")
+def _rms_norm(x, n, weight, eps, out, out_off):
+    """out[out_off + i] = x[i] / rms(x[:n]) * weight[i] for i < n (x is a flat view)."""
+    s = 0.0
+    for i in range(n):
+        s += np.float64(x[i]) * np.float64(x[i])
+    inv = np.float32(1.0 / math.sqrt(s / n + eps))
+    for i in range(n):
+        out[out_off + i] = x[i] * inv * weight[i]
+
+
+@njit(inline="always")
+def _products(decs, raws, row_bytes, n_out, m0, m1, K, qx, dx, sx, sx32, out):
+    """out = concatenated W_m . x for m in m0..m1-1, x already in the 16-bit blocks qx..;
+    the rows of all these matrices are shared among the threads."""
+    total = 0
+    for m in range(m0, m1):
+        total += n_out[m]
+    n_chunks = min(total, CHUNKS)
+    per = (total + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        q, sw, mw = _row_buffers(K)
+        i = c * per
+        end = min(total, i + per)
+        m, base = m0, 0
+        while i < end:
+            while i - base >= n_out[m]:
+                base += n_out[m]
+                m += 1
+            layout = call_decoder(decs[m], raws[m], (i - base) * row_bytes[m], K, q, sw, mw)
+            out[i] = _row_times(layout, K, q, sw, mw, qx[0], dx[0], sx[0], sx32[0])
+            i += 1
+
+
+@njit(inline="always")
+def _rope_head(v, off, cos, sin, neox):
+    half = cos.size
+    for i in range(half):
+        if neox:
+            a, b = v[off + i], v[off + i + half]
+            v[off + i] = a * cos[i] - b * sin[i]
+            v[off + i + half] = a * sin[i] + b * cos[i]
+        else:
+            a, b = v[off + 2 * i], v[off + 2 * i + 1]
+            v[off + 2 * i] = a * cos[i] - b * sin[i]
+            v[off + 2 * i + 1] = a * sin[i] + b * cos[i]
+
+
+@njit(inline="always")
+def _store_row(cache, slot, values, off, n, bf16):
+    row = cache[slot]
+    for i in range(n):
+        row[i] = bf16_bits(values[off + i]) if bf16 else f16_bits(values[off + i])
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def block_step(
+    x, attn_norm, ffn_norm, eps,
+    decs, raws, row_bytes, n_out,
+    bq, bk, bv, bo, q_norm, k_norm,
+    n_head, n_kv, hd, hdv, cos, sin, neox,
+    k_cache, v_cache, bf16, slot, k_pos, window, scale, softcap,
+    xa, qx, dx, sx, sx32, proj, att, ffn,
+):  # fmt: skip
+    """Block output into x (float32 [E]) for the token at cache row `slot` (its position);
+    returns the sum of the output (non-finite when any value is). k_cache / v_cache: int16
+    [capacity, n_kv * hd] (f16 bits, or bf16 when bf16); k_pos: 0, 1, ... up to slot.
+    xa, qx, dx, sx, sx32 [1, max K]; proj, att, ffn: float32 scratch (see `BlockBuffers`)."""
+    E = x.size
+    nq, nk = n_head * hd, n_kv * hd
+    _rms_norm(x, E, attn_norm, eps, xa[0], 0)
+    quantize_row(xa[:, :E], qx, dx, sx, sx32, 0)
+    _products(decs, raws, row_bytes, n_out, W_Q, W_V + 1, E, qx, dx, sx, sx32, proj)
+    if bq.size:
+        for i in range(nq):
+            proj[i] += bq[i]
+        for i in range(nk):
+            proj[nq + i] += bk[i]
+        for i in range(n_kv * hdv):
+            proj[nq + nk + i] += bv[i]
+    for h in range(n_head + n_kv):
+        off = h * hd
+        if q_norm.size and h < n_head:
+            _rms_norm(proj[off : off + hd], hd, q_norm, eps, proj, off)
+        if k_norm.size and h >= n_head:
+            _rms_norm(proj[off : off + hd], hd, k_norm, eps, proj, off)
+        _rope_head(proj, off, cos, sin, neox)
+    _store_row(k_cache, slot, proj, nq, nk, bf16)
+    _store_row(v_cache, slot, proj, nq + nk, n_kv * hdv, bf16)
+    group = n_head // n_kv
+    for h in prange(n_head):
+        g = h // group
+        if bf16:
+            head_bf16(proj, h * hd, hd, k_cache, g * hd, v_cache, g * hdv, hdv, slot + 1, k_pos, slot, window,
+                      scale, softcap, att, h * hdv)
+        else:
+            head_f16(proj, h * hd, hd, k_cache, g * hd, v_cache, g * hdv, hdv, slot + 1, k_pos, slot, window,
+                     scale, softcap, att, h * hdv)
+    K_o = n_head * hdv
+    quantize_row(att.reshape(1, -1)[:, :K_o], qx, dx, sx, sx32, 0)
+    _products(decs, raws, row_bytes, n_out, W_O, W_O + 1, K_o, qx, dx, sx, sx32, proj)
+    for i in range(E):
+        x[i] += proj[i] + (bo[i] if bo.size else np.float32(0))
+    _rms_norm(x, E, ffn_norm, eps, xa[0], 0)
+    quantize_row(xa[:, :E], qx, dx, sx, sx32, 0)
+    _products(decs, raws, row_bytes, n_out, W_GATE, W_UP + 1, E, qx, dx, sx, sx32, ffn)
+    F = n_out[W_GATE]
+    for i in range(F):
+        g = ffn[i]
+        xa[0, i] = g / (np.float32(1) + np.float32(math.exp(-g))) * ffn[F + i]
+    quantize_row(xa[:, :F], qx, dx, sx, sx32, 0)
+    _products(decs, raws, row_bytes, n_out, W_DOWN, W_DOWN + 1, F, qx, dx, sx, sx32, proj)
+    total = 0.0
+    for i in range(E):
+        x[i] += proj[i]
+        total += x[i]
+    return total
+
+
+@dataclass(frozen=True)
+class BlockWeights:
+    """What `block_step` reads of one block, prepared once (`dispatch.block_step_plan`)."""
+
+    attn_norm: np.ndarray
+    ffn_norm: np.ndarray
+    eps: float
+    decs: np.ndarray  # int64 [7]: decoder addresses, in W_Q..W_DOWN order
+    raws: tuple  # 7 read-only uint8 arrays
+    row_bytes: np.ndarray  # int64 [7]
+    n_out: np.ndarray  # int64 [7]
+    biases: tuple  # q, k, v, o as float32 (all empty when the block has none)
+    q_norm: np.ndarray  # float32 [hd] or empty
+    k_norm: np.ndarray
+    n_head: int
+    n_kv: int
+    hd: int
+    hdv: int
+    neox: bool
+    window: int
+    scale: float
+    softcap: float
+
+    @property
+    def max_k(self) -> int:
+        return int(max(self.n_out[W_O], self.n_out[W_GATE], self.n_head * self.hdv))
+
+
+class BlockBuffers:
+    """Scratch for `block_step`, made for the largest block seen and reused."""
+
+    def __init__(self):
+        self.size = (0, 0, 0, 0)
+
+    def get(self, w: BlockWeights) -> tuple[np.ndarray, ...]:
+        need = (w.max_k, int(w.n_out[W_Q] + w.n_out[W_K] + w.n_out[W_V] + w.n_out[W_O]), w.n_head * w.hdv,
+                int(2 * w.n_out[W_GATE]))
+        if any(n > have for n, have in zip(need, self.size)):
+            self.size = tuple(max(n, have) for n, have in zip(need, self.size))
+            k, p, a, f = self.size
+            self.arrays = (
+                np.empty((1, k), dtype=np.float32),
+                np.empty((1, k), dtype=np.int16),
+                np.empty((1, k // 32), dtype=np.float32),
+                np.empty((1, k // 16), dtype=np.float32),
+                np.empty((1, k // 32), dtype=np.float32),
+                np.empty(p, dtype=np.float32),
+                np.empty(a, dtype=np.float32),
+                np.empty(f, dtype=np.float32),
+            )
+        return self.arrays

@@ -1,0 +1,101 @@
+"""The fused per-block generation step (`kernels/cpu/block_step.py`): token-by-token logits
+and KV cache rows against the per-operation path and the reference path, for the
+architectures it covers (llama, qwen2 biases, qwen3 q/k norms), f16 and bf16 caches,
+and the cases that must fall back to the per-operation path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kiln.kernels import dispatch
+from kiln.runtime import Engine
+from kiln.runtime.options import Options
+from tests.gguf_rewrite import requantize_matrices
+from tests.tiny_models import make_tiny_model
+
+PROMPT = [1, 5, 9, 14, 3, 22, 7, 30, 2, 11, 4]
+GENERATED = 6  # tokens of PROMPT evaluated one at a time
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("blockstep")
+    out = {}
+    for arch, cfg in (
+        ("llama", dict(hidden_size=256, intermediate_size=512, head_dim=64)),
+        ("qwen2", dict(hidden_size=128, intermediate_size=384, num_attention_heads=4, num_key_value_heads=2)),
+        ("qwen3", dict(hidden_size=96, intermediate_size=160)),
+    ):
+        _, f32 = make_tiny_model(arch, d / arch, **cfg)
+        out[arch] = requantize_matrices(f32, d / f"{arch}-q8.gguf", "Q8_0")
+    _, f32 = make_tiny_model("llama", d / "llama-k", hidden_size=256, intermediate_size=512, head_dim=64)
+    out["llama-Q4_K"] = requantize_matrices(f32, d / "llama-q4k.gguf", "Q4_K")
+    out["llama-IQ4_KS"] = requantize_matrices(f32, d / "llama-iq4ks.gguf", "IQ4_KS")
+    return out
+
+
+def _generate(path, steps: bool, **options):
+    """Logits of the last GENERATED tokens, evaluated one by one, and the engine."""
+    e = Engine.load(path, Options(ctx_size=64, **options))
+    enabled = dispatch.block_steps_enabled
+    if not steps:
+        dispatch.block_steps_enabled = lambda x: False
+    try:
+        e.eval(PROMPT[:-GENERATED])
+        logits = torch.cat([e.eval([t]) for t in PROMPT[-GENERATED:]])
+    finally:
+        dispatch.block_steps_enabled = enabled
+    return logits, e
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "llama-Q4_K", "llama-IQ4_KS"])
+@pytest.mark.parametrize("cache", ["f16", "bf16"])
+def test_block_step_matches_the_per_operation_path(files, name, cache):
+    fused, e1 = _generate(files[name], True, cache_type_k=cache, cache_type_v=cache)
+    assert e1.model._steps, "the fused step did not apply"
+    plain, e2 = _generate(files[name], False, cache_type_k=cache, cache_type_v=cache)
+    assert torch.isfinite(fused).all()
+    # the same kernels and roundings; only float summation order (and SiLU's formula)
+    # differs, which can flip the rounding of a cached value in later layers: one bf16 step
+    # is 2^-8 of a value
+    assert _rel(fused, plain) < (1e-4 if cache == "f16" else 5e-4)
+    for layer in range(len(e1.model.blocks)):
+        for which in ("k", "v"):
+            a = getattr(e1.cache.seq(0), which)[layer].read(len(PROMPT))
+            b = getattr(e2.cache.seq(0), which)[layer].read(len(PROMPT))
+            if layer == 0:  # same input: norm, product, bias, q/k norm, rope and rounding agree bit for bit
+                assert torch.equal(a, b)
+            torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "llama-Q4_K"])
+def test_block_step_matches_the_reference_path(files, name):
+    fused, _ = _generate(files[name], True)
+    dispatch.use_reference(True)
+    try:
+        slow, _ = _generate(files[name], True)
+    finally:
+        dispatch.use_reference(False)
+    assert _rel(fused, slow) < 3e-3
+
+
+def test_q8_0_and_f32_caches_take_the_per_operation_path(files):
+    for cache in ("q8_0", "f32"):
+        fused, e = _generate(files["llama"], True, cache_type_k=cache, cache_type_v=cache)
+        plain, _ = _generate(files["llama"], False, cache_type_k=cache, cache_type_v=cache)
+        assert torch.equal(fused, plain)
+
+
+def test_no_block_step_while_an_observer_watches(files, monkeypatch):
+    from kiln.kernels import observe
+
+    seen = []
+    monkeypatch.setattr(observe, "OBSERVER", lambda name, x, expert, n: seen.append(name))
+    _generate(files["llama"], True)
+    # every product of every generated token reached the observer
+    assert seen.count("blk.0.attn_q.weight") == 1 + GENERATED
