@@ -137,3 +137,37 @@ def test_selected_experts_each_use_their_own_matrix_and_row(type_name):
     want = np.stack([x[s].numpy() @ parts[e][1].T for s, e in enumerate(experts.tolist())])
     assert np.isfinite(y).all()
     assert _rel(y, want) < 1e-4
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "generic"])
+def test_row_dot_instruction_sets_agree_with_numpy(isa, monkeypatch):
+    """The block dot is spelled three ways (512-bit, 256-bit, generic vectors); each machine
+    compiles one, so each is compiled here too, where the host allows it."""
+    from numba import njit
+
+    from kiln.kernels.cpu import simd
+
+    if isa == "avx512" and not simd.HAS_AVX512 or isa == "avx2" and not simd.HAS_AVX2:
+        pytest.skip(f"this CPU has no {isa}")
+    monkeypatch.setattr(simd, "HAS_AVX512", isa == "avx512")
+    monkeypatch.setattr(simd, "HAS_AVX2", isa != "generic")
+
+    @njit
+    def dots(w, sw, x, dx, sw32, n):  # a fresh function: compiled with the flags set above
+        return simd.row_dot_sub16(w, 0, sw, 0, x, 0, dx, 0, n), simd.row_dot_block32(w, 0, sw32, 0, x, 0, dx, 0, n)
+
+    rng = np.random.default_rng(7)
+    n = 11
+    w = rng.integers(-128, 128, 32 * n).astype(np.int8)
+    x = rng.integers(-32767, 32768, 32 * n).astype(np.int16)
+    dx = rng.random(n).astype(np.float32)
+    sw = np.repeat(rng.random(2 * n).astype(np.float32), 4)  # two 16-value scales per block, each x4
+    sw32 = rng.random(n).astype(np.float32)
+    sub16, block32 = dots(w, sw, x, dx, sw32, n)
+    prod = (w.astype(np.float64) * x).reshape(n, 2, 16).sum(-1)
+    want16 = (prod * sw.reshape(n, 2, 4)[:, :, 0] * dx[:, None]).sum()
+    want32 = (prod.sum(-1) * sw32 * dx).sum()
+    assert abs(sub16 - want16) <= 1e-5 * np.abs(prod * dx[:, None]).sum()
+    assert abs(block32 - want32) <= 1e-5 * np.abs(prod * dx[:, None]).sum()
+    ir = dots.inspect_llvm(dots.signatures[0])
+    assert ("avx512.pmaddw" in ir, "avx2.pmadd" in ir) == (isa == "avx512", isa == "avx2")

@@ -29,13 +29,17 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-HAS_AVX2 = "+avx2" in llvm_binding.get_host_cpu_features().flatten()
+_FEATURES = llvm_binding.get_host_cpu_features().flatten()
+HAS_AVX2 = "+avx2" in _FEATURES
+HAS_AVX512 = "+avx512bw" in _FEATURES  # 512-bit vpmaddwd: one instruction per 32 values
 
 _I8x32 = ir.VectorType(ir.IntType(8), 32)
 _I16x32 = ir.VectorType(ir.IntType(16), 32)
 _I32x8 = ir.VectorType(ir.IntType(32), 8)
 _I32x32 = ir.VectorType(ir.IntType(32), 32)
 _F32x8 = ir.VectorType(ir.FloatType(), 8)
+_I32x16 = ir.VectorType(ir.IntType(32), 16)
+_F32x16 = ir.VectorType(ir.FloatType(), 16)
 
 
 def _function(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
@@ -44,7 +48,6 @@ def _function(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -
 
 
 _I16x8 = ir.VectorType(ir.IntType(16), 8)
-_I32x16 = ir.VectorType(ir.IntType(32), 16)
 
 
 def _half_sums(builder: ir.IRBuilder, w: ir.Value, x: ir.Value) -> tuple[ir.Value, ir.Value]:
@@ -92,6 +95,20 @@ def f16_at(typingctx, row, at):
     return sig, codegen
 
 
+def _block_products_512(builder, w, x, s0, s1, acc, fma16):
+    """AVX-512: acc + float(pair sums of the 32 products) * scales (s0 for values 0..15,
+    s1 for 16..31; the same value for one scale per block), as <16 x float>."""
+    fn = _function(builder.module, "llvm.x86.avx512.pmaddw.d.512", _I32x16, [_I16x32, _I16x32])
+    p = builder.sitofp(builder.call(fn, [builder.sext(w, _I16x32), x]), _F32x16)
+    if s1 is None:
+        scale = _splat(builder, s0, 16)
+    else:
+        v = builder.insert_element(ir.Constant(_F32x16, ir.Undefined), s0, ir.Constant(ir.IntType(32), 0))
+        v = builder.insert_element(v, s1, ir.Constant(ir.IntType(32), 8))
+        scale = builder.shuffle_vector(v, v, ir.Constant(_I32x16, [0] * 8 + [8] * 8))
+    return builder.call(fma16, [p, scale, acc])
+
+
 def _make_row_dot(per_block: bool):
     @intrinsic
     def row_dot(typingctx, w, w_off, sw, sw_off, x, x_off, dx, dx_off, n_blocks):
@@ -105,27 +122,40 @@ def _make_row_dot(per_block: bool):
             xp = _data_pointer(context, builder, tx, ax, ax_off, i16)
             sp = _data_pointer(context, builder, tsw, asw, asw_off, f32)
             dp = _data_pointer(context, builder, tdx, adx, adx_off, f32)
-            acc = cgutils.alloca_once_value(builder, ir.Constant(_F32x8, [0.0] * 8))
+            acc_type = _F32x16 if HAS_AVX512 else _F32x8
+            acc = cgutils.alloca_once_value(builder, ir.Constant(acc_type, [0.0] * acc_type.count))
             count = context.cast(builder, an, tn, types.intp)
             fma = _function(builder.module, "llvm.fma.v8f32", _F32x8, [_F32x8, _F32x8, _F32x8])
+            fma16 = _function(builder.module, "llvm.fma.v16f32", _F32x16, [_F32x16, _F32x16, _F32x16])
             with cgutils.for_range(builder, count) as loop:
                 b = loop.index
                 at = builder.mul(b, ir.Constant(b.type, 32))
                 wv = builder.load(builder.bitcast(builder.gep(wp, [at]), _I8x32.as_pointer()), align=1)
                 xv = builder.load(builder.bitcast(builder.gep(xp, [at]), _I16x32.as_pointer()), align=2)
                 d = builder.load(builder.gep(dp, [b]))
-                lo, hi = _half_sums(builder, wv, xv)
                 if per_block:
-                    scale = _splat(builder, builder.fmul(builder.load(builder.gep(sp, [b])), d), 8)
-                    total = builder.call(fma, [builder.sitofp(builder.add(lo, hi), _F32x8), scale, builder.load(acc)])
+                    s0, s1 = builder.fmul(builder.load(builder.gep(sp, [b])), d), None
                 else:
                     s8 = builder.mul(b, ir.Constant(b.type, 8))
                     s0 = builder.fmul(builder.load(builder.gep(sp, [s8])), d)
                     s1 = builder.fmul(builder.load(builder.gep(sp, [builder.add(s8, ir.Constant(b.type, 4))])), d)
-                    total = builder.call(fma, [builder.sitofp(lo, _F32x8), _splat(builder, s0, 8), builder.load(acc)])
-                    total = builder.call(fma, [builder.sitofp(hi, _F32x8), _splat(builder, s1, 8), total])
+                if HAS_AVX512:
+                    total = _block_products_512(builder, wv, xv, s0, s1, builder.load(acc), fma16)
+                else:
+                    lo, hi = _half_sums(builder, wv, xv)
+                    if s1 is None:
+                        total = builder.call(fma, [builder.sitofp(builder.add(lo, hi), _F32x8), _splat(builder, s0, 8),
+                                                   builder.load(acc)])
+                    else:
+                        total = builder.call(fma, [builder.sitofp(lo, _F32x8), _splat(builder, s0, 8), builder.load(acc)])
+                        total = builder.call(fma, [builder.sitofp(hi, _F32x8), _splat(builder, s1, 8), total])
                 builder.store(total, acc)
-            return _sum8(builder, builder.load(acc))
+            total = builder.load(acc)
+            if HAS_AVX512:
+                lo = builder.shuffle_vector(total, total, ir.Constant(_I32x8, list(range(8))))
+                hi = builder.shuffle_vector(total, total, ir.Constant(_I32x8, list(range(8, 16))))
+                total = builder.fadd(lo, hi)
+            return _sum8(builder, total)
 
         return sig, codegen
 
