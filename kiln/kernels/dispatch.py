@@ -189,7 +189,6 @@ def per_head_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 _STEP_CACHE_TYPES = (torch.float16, torch.bfloat16)
-_step_buffers = cpu_block_step.BlockBuffers()
 _key_positions = np.arange(0, dtype=np.int64)
 _NO_VALUES = np.empty(0, dtype=np.float32)
 
@@ -212,7 +211,7 @@ def block_step_plan(
     softcap: float,
 ) -> cpu_block_step.BlockWeights | None:
     """A pre-norm block (weights q, k, v, o, gate, up, down; SiLU gate) prepared for
-    `block_step`, or None when some part has no CPU kernel or the shapes do not fit it."""
+    `blocks_step`, or None when some part has no CPU kernel or the shapes do not fit it."""
     plans = []
     for w in weights:
         plan = cpu_weight(w)
@@ -241,39 +240,43 @@ def block_step_plan(
 
 
 def block_steps_enabled(x: torch.Tensor) -> bool:
-    """Whether `block_step` may run now for hidden states x (the fast path is on and no
+    """Whether `blocks_step` may run now for hidden states x (the fast path is on and no
     activation observer wants to see the products one by one)."""
     return not _reference_only and observe.OBSERVER is None and x.device.type == "cpu" and x.dtype == torch.float32
 
 
 def block_step_cache_ok(k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
-    """Whether `block_step` can write and read these cache rows (f16 or bf16, both alike)."""
+    """Whether `blocks_step` can write and read these cache rows (f16 or bf16, both alike)."""
     return k_cache.dtype in _STEP_CACHE_TYPES and v_cache.dtype == k_cache.dtype
 
 
-def block_step(
-    w: cpu_block_step.BlockWeights,
+def model_steps(blocks: list[cpu_block_step.BlockWeights]) -> cpu_block_step.ModelSteps:
+    """A model's prepared blocks (`block_step_plan`), stacked for `blocks_step`."""
+    return cpu_block_step.ModelSteps(blocks)
+
+
+def blocks_step(
+    steps: cpu_block_step.ModelSteps,
     x: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot: int,
-) -> float:
-    """One pre-norm block for one token: x [1, E] becomes the block's output in place; the
-    token's key and value go to row `slot` (= its position) of the caches, which it then
-    attends to with rows 0..slot. Returns the output's sum (the caller's NaN check)."""
+    ropes: list[tuple[torch.Tensor, torch.Tensor]],
+    rows: list[tuple[torch.Tensor, torch.Tensor, int]],
+) -> torch.Tensor:
+    """Every block for one token in one call: x [1, E] becomes the last block's output in
+    place. Layer l's key and value go to row `slot` (= the token's position) of its caches
+    rows[l] = (k, v, slot), which it then attends to with rows 0..slot; ropes[l] = its
+    (cos, sin). Returns each layer's output sum (the caller's NaN check)."""
     global _key_positions
+    slot = rows[0][2]
     if _key_positions.size <= slot:
         _key_positions = np.arange(max(2 * _key_positions.size, slot + 1, 256), dtype=np.int64)
     cpu_linear.use_threads("generation")
-    n = k_cache.shape[0]
-    return cpu_block_step.block_step(
-        x.view(-1).numpy(), w.attn_norm, w.ffn_norm, w.eps,
-        w.decs, w.raws, w.row_bytes, w.n_out,
-        *w.biases, w.q_norm, w.k_norm,
-        w.n_head, w.n_kv, w.hd, w.hdv, cos.reshape(-1).numpy(), sin.reshape(-1).numpy(), w.neox,
-        k_cache.view(torch.int16).reshape(n, -1).numpy(), v_cache.view(torch.int16).reshape(n, -1).numpy(),
-        k_cache.dtype == torch.bfloat16, slot, _key_positions, w.window, w.scale, w.softcap,
-        *_step_buffers.get(w),
+    k_caches = tuple(k.view(torch.int16).reshape(k.shape[0], -1).numpy() for k, _, _ in rows)
+    v_caches = tuple(v.view(torch.int16).reshape(v.shape[0], -1).numpy() for _, v, _ in rows)
+    cpu_block_step.blocks_step(
+        x.view(-1).numpy(), steps.attn_norms, steps.ffn_norms, steps.eps, steps.decs, steps.data, steps.row_bytes,
+        steps.n_out, *steps.biases, steps.q_norm, steps.k_norm, steps.shapes,
+        tuple(c.reshape(-1).numpy() for c, _ in ropes), tuple(s.reshape(-1).numpy() for _, s in ropes),
+        steps.flags, steps.fparams, k_caches, v_caches, rows[0][0].dtype == torch.bfloat16, slot, _key_positions,
+        *steps.scratch, steps.sums,
     )  # fmt: skip
+    return torch.from_numpy(steps.sums)

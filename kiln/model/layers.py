@@ -180,7 +180,7 @@ class PreNormBlock:
         return h + self.ffn(dispatch.rms_norm(h, self.ffn_norm, self.eps))
 
     def generation_step(self):
-        """This block prepared for `dispatch.block_step` (one call per generated token), or
+        """This block prepared for `dispatch.blocks_step` (all blocks in one call per generated token), or
         None when it is not exactly the plain pre-norm block with attention and a SiLU FFN."""
         attn, ffn = getattr(self, "attn", None), getattr(self, "ffn", None)
         if (
@@ -215,7 +215,7 @@ class CausalLM:
         self.output_norm = vector(tensors.get("output_norm.weight"))
         self.output = tensors.get("output.weight", required=False) or self.tok_embd
         self.freq_factors = vector(tensors.get("rope_freqs.weight", required=False))
-        self._steps = None  # per-block generation steps, prepared on the first single token
+        self._steps = None  # the blocks prepared for dispatch.blocks_step on the first single token (False: cannot)
         self.prepare(tensors)
         # trailing multi-token-prediction blocks (nextn) are loaded by nobody and never run
         self.blocks = [self.make_block(tensors, il) for il in range(hp.n_layer - hp.nextn_predict_layers)]
@@ -230,12 +230,12 @@ class CausalLM:
             return None
         if self._steps is None:
             steps = [getattr(block, "generation_step", lambda: None)() for block in self.blocks]
-            self._steps = steps if steps and all(s is not None for s in steps) else []
+            self._steps = dispatch.model_steps(steps) if steps and all(s is not None for s in steps) else False
         new_rows = getattr(cache, "new_token_rows", None)
         if not self._steps or new_rows is None:
             return None
         rows = []
-        for il, step in enumerate(self._steps):
+        for il, step in enumerate(self._steps.blocks):
             r = new_rows(il, (step.n_kv, step.hd), (step.n_kv, step.hdv))
             if r is None or not dispatch.block_step_cache_ok(r[0], r[1]):
                 return None
@@ -271,9 +271,7 @@ class CausalLM:
         sums = torch.empty(len(self.blocks), dtype=torch.float32)
         rows = self._step_rows(x, cache)
         if rows is not None:
-            for il, (block, step) in enumerate(zip(self.blocks, self._steps)):
-                cos, sin = rope.get(block.attn.rope)
-                sums[il] = dispatch.block_step(step, x, cos, sin, *rows[il])
+            sums = dispatch.blocks_step(self._steps, x, [rope.get(block.attn.rope) for block in self.blocks], rows)
         else:
             for il, block in enumerate(self.blocks):
                 x = block(x, positions, cache, rope)

@@ -16,8 +16,8 @@ import torch
 from kiln.gguf.types import GGML_TYPES_BY_NAME
 from kiln.kernels import dispatch, reference
 from kiln.kernels.cpu import linear as cpu_linear
-from kiln.kernels.cpu.activations import ActivationBlocks
 from kiln.kernels.cpu import matmul
+from kiln.kernels.cpu.activations import ActivationBlocks
 from kiln.kernels.cpu.decoders import DECODERS
 from kiln.kernels.cpu.indirect import readonly
 from kiln.kernels.weights import QTensor

@@ -1,4 +1,5 @@
-"""A whole pre-norm transformer block for one generated token, in one Numba call.
+"""Every pre-norm transformer block of a model for one generated token, in one Numba call
+(`blocks_step`; `_block` is one block):
 
     h   = x + Wo . attention(rope(Wq . n1), rope(Wk . n1), Wv . n1),  n1 = RMSNorm(x) * attn_norm
     out = h + Wdown . (SiLU(Wgate . n2) * (Wup . n2)),                 n2 = RMSNorm(h) * ffn_norm
@@ -9,7 +10,8 @@ are written to the f16 or bf16 KV cache and attention runs over it flash-style
 (`attention.head_f16`).
 
 Generation of one token through the per-operation path pays Python and dispatch on
-about 25 operations per block (tens of microseconds each); here a block is one call.
+about 25 operations per block (tens of microseconds each); here the whole stack is one
+call, with each layer's weights given by address (one int64 array, no per-call typing).
 The products are the generation kernels' (`matmul.py`): each weight through its type's
 decoder address, q/k/v in one pass over their rows, gate/up in another. Same numbers as
 that path, up to float summation order.
@@ -25,7 +27,7 @@ from numba import njit, prange
 
 from .activations import quantize_row
 from .attention import head_bf16, head_f16
-from .indirect import call_decoder
+from .indirect import call_decoder_at
 from .matmul import CHUNKS, _row_buffers, _row_times
 from .simd import bf16_bits, f16_bits
 
@@ -45,9 +47,9 @@ def _rms_norm(x, n, weight, eps, out, out_off):
 
 
 @njit(inline="always")
-def _products(decs, raws, row_bytes, n_out, m0, m1, K, qx, dx, sx, sx32, out):
-    """out = concatenated W_m . x for m in m0..m1-1, x already in the 16-bit blocks qx..;
-    the rows of all these matrices are shared among the threads."""
+def _products(decs, data, row_bytes, n_out, m0, m1, K, qx, dx, sx, sx32, out):
+    """out = concatenated W_m . x for m in m0..m1-1 (bytes at address data[m]), x already in
+    the 16-bit blocks qx..; the rows of all these matrices are shared among the threads."""
     total = 0
     for m in range(m0, m1):
         total += n_out[m]
@@ -57,12 +59,12 @@ def _products(decs, raws, row_bytes, n_out, m0, m1, K, qx, dx, sx, sx32, out):
         q, sw, mw = _row_buffers(K)
         i = c * per
         end = min(total, i + per)
-        m, base = m0, 0
+        m, first = m0, 0
         while i < end:
-            while i - base >= n_out[m]:
-                base += n_out[m]
+            while i - first >= n_out[m]:
+                first += n_out[m]
                 m += 1
-            layout = call_decoder(decs[m], raws[m], (i - base) * row_bytes[m], K, q, sw, mw)
+            layout = call_decoder_at(decs[m], data[m], (i - first) * row_bytes[m], K, q, sw, mw)
             out[i] = _row_times(layout, K, q, sw, mw, qx[0], dx[0], sx[0], sx32[0])
             i += 1
 
@@ -89,23 +91,24 @@ def _store_row(cache, slot, values, off, n, bf16):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def block_step(
+def _block(
     x, attn_norm, ffn_norm, eps,
-    decs, raws, row_bytes, n_out,
+    decs, data, row_bytes, n_out,
     bq, bk, bv, bo, q_norm, k_norm,
     n_head, n_kv, hd, hdv, cos, sin, neox,
     k_cache, v_cache, bf16, slot, k_pos, window, scale, softcap,
     xa, qx, dx, sx, sx32, proj, att, ffn,
 ):  # fmt: skip
-    """Block output into x (float32 [E]) for the token at cache row `slot` (its position);
-    returns the sum of the output (non-finite when any value is). k_cache / v_cache: int16
-    [capacity, n_kv * hd] (f16 bits, or bf16 when bf16); k_pos: 0, 1, ... up to slot.
-    xa, qx, dx, sx, sx32 [1, max K]; proj, att, ffn: float32 scratch (see `BlockBuffers`)."""
+    """One block's output into x (float32 [E]) for the token at cache row `slot` (its
+    position); returns the output's sum (non-finite when any value is). The block's
+    weights' bytes are at addresses data[W_Q..W_DOWN]; k_cache / v_cache: int16 [capacity, n_kv * hd]
+    (f16 bits, or bf16 when bf16); k_pos: 0, 1, ... up to slot. xa, qx, dx, sx, sx32
+    [1, max K]; proj, att, ffn: float32 scratch (see `scratch`)."""
     E = x.size
     nq, nk = n_head * hd, n_kv * hd
     _rms_norm(x, E, attn_norm, eps, xa[0], 0)
     quantize_row(xa[:, :E], qx, dx, sx, sx32, 0)
-    _products(decs, raws, row_bytes, n_out, W_Q, W_V + 1, E, qx, dx, sx, sx32, proj)
+    _products(decs, data, row_bytes, n_out, W_Q, W_V + 1, E, qx, dx, sx, sx32, proj)
     if bq.size:
         for i in range(nq):
             proj[i] += bq[i]
@@ -133,23 +136,46 @@ def block_step(
                      scale, softcap, att, h * hdv)
     K_o = n_head * hdv
     quantize_row(att.reshape(1, -1)[:, :K_o], qx, dx, sx, sx32, 0)
-    _products(decs, raws, row_bytes, n_out, W_O, W_O + 1, K_o, qx, dx, sx, sx32, proj)
+    _products(decs, data, row_bytes, n_out, W_O, W_O + 1, K_o, qx, dx, sx, sx32, proj)
     for i in range(E):
         x[i] += proj[i] + (bo[i] if bo.size else np.float32(0))
     _rms_norm(x, E, ffn_norm, eps, xa[0], 0)
     quantize_row(xa[:, :E], qx, dx, sx, sx32, 0)
-    _products(decs, raws, row_bytes, n_out, W_GATE, W_UP + 1, E, qx, dx, sx, sx32, ffn)
+    _products(decs, data, row_bytes, n_out, W_GATE, W_UP + 1, E, qx, dx, sx, sx32, ffn)
     F = n_out[W_GATE]
     for i in range(F):
         g = ffn[i]
         xa[0, i] = g / (np.float32(1) + np.float32(math.exp(-g))) * ffn[F + i]
     quantize_row(xa[:, :F], qx, dx, sx, sx32, 0)
-    _products(decs, raws, row_bytes, n_out, W_DOWN, W_DOWN + 1, F, qx, dx, sx, sx32, proj)
+    _products(decs, data, row_bytes, n_out, W_DOWN, W_DOWN + 1, F, qx, dx, sx, sx32, proj)
     total = 0.0
     for i in range(E):
         x[i] += proj[i]
         total += x[i]
     return total
+
+
+@njit(fastmath=True, cache=True)
+def blocks_step(
+    x, attn_norms, ffn_norms, eps, decs, data, row_bytes, n_out,
+    bq, bk, bv, bo, q_norm, k_norm, shapes, cos, sin, flags, fparams,
+    k_caches, v_caches, bf16, slot, k_pos,
+    xa, qx, dx, sx, sx32, proj, att, ffn, sums,
+):  # fmt: skip
+    """Every block of a model for one token (`_block` for layer l = 0, 1, ...), x in place;
+    sums[l] = the sum of layer l's output. Per layer l: attn_norms[l], ffn_norms[l], eps[l];
+    decs[l], data[l], row_bytes[l], n_out[l] for its seven weights (data: the addresses of
+    their bytes);
+    bq..k_norm, cos, sin, k_caches, v_caches: tuples with one array per layer;
+    shapes[l] = n_head, n_kv, hd, hdv; flags[l] = neox, window; fparams[l] = scale, softcap."""
+    for l in range(attn_norms.shape[0]):
+        sums[l] = _block(
+            x, attn_norms[l], ffn_norms[l], eps[l], decs[l], data[l], row_bytes[l], n_out[l],
+            bq[l], bk[l], bv[l], bo[l], q_norm[l], k_norm[l],
+            shapes[l, 0], shapes[l, 1], shapes[l, 2], shapes[l, 3], cos[l], sin[l], flags[l, 0] != 0,
+            k_caches[l], v_caches[l], bf16, slot, k_pos, flags[l, 1], fparams[l, 0], fparams[l, 1],
+            xa, qx, dx, sx, sx32, proj, att, ffn,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -160,7 +186,7 @@ class BlockWeights:
     ffn_norm: np.ndarray
     eps: float
     decs: np.ndarray  # int64 [7]: decoder addresses, in W_Q..W_DOWN order
-    raws: tuple  # 7 read-only uint8 arrays
+    raws: tuple  # 7 read-only uint8 arrays (kept alive: the step reads them by address)
     row_bytes: np.ndarray  # int64 [7]
     n_out: np.ndarray  # int64 [7]
     biases: tuple  # q, k, v, o as float32 (all empty when the block has none)
@@ -180,26 +206,42 @@ class BlockWeights:
         return int(max(self.n_out[W_O], self.n_out[W_GATE], self.n_head * self.hdv))
 
 
-class BlockBuffers:
-    """Scratch for `block_step`, made for the largest block seen and reused."""
+class ModelSteps:
+    """The per-layer arrays of `blocks_step` for a model's blocks, stacked once."""
 
-    def __init__(self):
-        self.size = (0, 0, 0, 0)
+    def __init__(self, blocks: list[BlockWeights]):
+        self.blocks = blocks
+        self.attn_norms = np.stack([b.attn_norm for b in blocks])
+        self.ffn_norms = np.stack([b.ffn_norm for b in blocks])
+        self.eps = np.array([b.eps for b in blocks], dtype=np.float64)
+        self.decs = np.stack([b.decs for b in blocks])
+        self.data = np.array([[r.ctypes.data for r in b.raws] for b in blocks], dtype=np.int64)
+        self.row_bytes = np.stack([b.row_bytes for b in blocks])
+        self.n_out = np.stack([b.n_out for b in blocks])
+        self.biases = tuple(tuple(b.biases[i] for b in blocks) for i in range(4))
+        self.q_norm = tuple(b.q_norm for b in blocks)
+        self.k_norm = tuple(b.k_norm for b in blocks)
+        self.shapes = np.array([(b.n_head, b.n_kv, b.hd, b.hdv) for b in blocks], dtype=np.int64)
+        self.flags = np.array([(b.neox, b.window) for b in blocks], dtype=np.int64)
+        self.fparams = np.array([(b.scale, b.softcap) for b in blocks], dtype=np.float32)
+        self.sums = np.empty(len(blocks), dtype=np.float32)
+        self.scratch = scratch(blocks)
 
-    def get(self, w: BlockWeights) -> tuple[np.ndarray, ...]:
-        need = (w.max_k, int(w.n_out[W_Q] + w.n_out[W_K] + w.n_out[W_V] + w.n_out[W_O]), w.n_head * w.hdv,
-                int(2 * w.n_out[W_GATE]))
-        if any(n > have for n, have in zip(need, self.size)):
-            self.size = tuple(max(n, have) for n, have in zip(need, self.size))
-            k, p, a, f = self.size
-            self.arrays = (
-                np.empty((1, k), dtype=np.float32),
-                np.empty((1, k), dtype=np.int16),
-                np.empty((1, k // 32), dtype=np.float32),
-                np.empty((1, k // 16), dtype=np.float32),
-                np.empty((1, k // 32), dtype=np.float32),
-                np.empty(p, dtype=np.float32),
-                np.empty(a, dtype=np.float32),
-                np.empty(f, dtype=np.float32),
-            )
-        return self.arrays
+
+def scratch(blocks: list[BlockWeights]) -> tuple[np.ndarray, ...]:
+    """The scratch arrays of `_block` for the largest of these blocks: xa, qx, dx, sx, sx32
+    (one activation row), proj, att, ffn."""
+    k = max(b.max_k for b in blocks)
+    p = max(int(b.n_out[W_Q] + b.n_out[W_K] + b.n_out[W_V] + b.n_out[W_O]) for b in blocks)
+    a = max(b.n_head * b.hdv for b in blocks)
+    f = max(int(2 * b.n_out[W_GATE]) for b in blocks)
+    return (
+        np.empty((1, k), dtype=np.float32),
+        np.empty((1, k), dtype=np.int16),
+        np.empty((1, k // 32), dtype=np.float32),
+        np.empty((1, k // 16), dtype=np.float32),
+        np.empty((1, k // 32), dtype=np.float32),
+        np.empty(p, dtype=np.float32),
+        np.empty(a, dtype=np.float32),
+        np.empty(f, dtype=np.float32),
+    )

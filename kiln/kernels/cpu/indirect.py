@@ -76,6 +76,34 @@ def call_decoder(typingctx, address, raw, offset, K, q, sw, mw):
     return sig, codegen
 
 
+@intrinsic
+def call_decoder_at(typingctx, address, data, offset, K, q, sw, mw):
+    """As call_decoder, the row's bytes at memory address data + offset (an integer: a
+    per-layer step holds the addresses of many weights in one int64 array)."""
+    sig = types.int64(types.int64, types.int64, types.int64, types.int64, q, sw, mw)
+
+    def codegen(context, builder, signature, args):
+        addr, data_v, off, k, q_v, sw_v, mw_v = args
+        i8p = ir.IntType(8).as_pointer()
+        f32p = ir.FloatType().as_pointer()
+        fnty = ir.FunctionType(ir.IntType(64), [i8p, ir.IntType(64), i8p, f32p, f32p])
+        fn = builder.inttoptr(addr, fnty.as_pointer())
+        zero = ir.Constant(ir.IntType(64), 0)
+        at = signature.args
+        return builder.call(
+            fn,
+            [
+                builder.inttoptr(builder.add(data_v, off), i8p),
+                k,
+                _data_pointer(context, builder, at[4], q_v, zero, ir.IntType(8)),
+                _data_pointer(context, builder, at[5], sw_v, zero, ir.FloatType()),
+                _data_pointer(context, builder, at[6], mw_v, zero, ir.FloatType()),
+            ],
+        )
+
+    return sig, codegen
+
+
 def readonly(raw: np.ndarray) -> np.ndarray:
     """A read-only flat uint8 view (one array type for every weight: one compiled kernel)."""
     view = np.asarray(raw).reshape(-1).view()

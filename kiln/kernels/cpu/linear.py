@@ -21,9 +21,9 @@ import torch
 
 from ...gguf.types import GGML_TYPES_BY_NAME, ggml_type
 from ...quants import interleaved
+from . import matmul
 from .activations import ActivationBlocks
 from .decoders import DECODERS
-from . import matmul
 from .indirect import decoder_address, readonly
 
 GEMV_MAX_TOKENS = 8
