@@ -78,27 +78,30 @@ _CACHE_KERNELS = {torch.float16: "attend_f16", torch.bfloat16: "attend_bf16"}
 
 def attention(q, k, v, q_pos, k_pos, scale, window=0, softcap=0.0, max_kq_bytes=0) -> torch.Tensor:
     """Causal attention (reference.attention); a few queries over an f16 or bf16 cache on the
-    CPU take the flash-style Numba kernel (no score matrix, so -amb has nothing to bound)."""
+    CPU take the flash-style Numba kernel (no score matrix, so -amb has nothing to bound).
+    V may be a column range of K's rows (MLA's latent cache: values are the latent part of
+    each key row)."""
     kernel = _CACHE_KERNELS.get(k.dtype)
+    v_col = None if v is None else _value_columns(k, v)
     if (
         _reference_only
         or kernel is None
         or q.device.type != "cpu"
         or q.shape[0] > ATTENTION_MAX_QUERIES
-        or v is None
-        or v.dtype != k.dtype
+        or v_col is None
         or q.shape[-1] % 8
         or v.shape[-1] % 8
         or not k.is_contiguous()
-        or not v.is_contiguous()
     ):
         return reference.attention(q, k, v, q_pos, k_pos, scale, window, softcap, max_kq_bytes)
     n_k = k.shape[0]
+    k_bits = k.view(torch.int16).reshape(n_k, -1).numpy()
     out = torch.empty((q.shape[0], q.shape[1], v.shape[-1]), dtype=torch.float32)
     getattr(cpu_attention, kernel)(
         q.float().contiguous().numpy(),
-        k.view(torch.int16).reshape(n_k, -1).numpy(),
-        v.view(torch.int16).reshape(n_k, -1).numpy(),
+        k_bits,
+        k_bits if v_col > 0 else v.view(torch.int16).reshape(n_k, -1).numpy(),
+        v_col,
         q_pos.to(torch.int64).numpy(),
         k_pos.to(torch.int64).numpy(),
         float(scale),
@@ -107,6 +110,25 @@ def attention(q, k, v, q_pos, k_pos, scale, window=0, softcap=0.0, max_kq_bytes=
         out.numpy(),
     )
     return out
+
+
+def _value_columns(k: torch.Tensor, v: torch.Tensor) -> int | None:
+    """0 when v is a contiguous tensor of k's type; the column where v starts in k's rows
+    when v is a column range of a contiguous k (same rows, one head); else None."""
+    if v.dtype != k.dtype:
+        return None
+    if (
+        k.is_contiguous()
+        and v.dim() == 3
+        and k.dim() == 3
+        and v.shape[:2] == k.shape[:2] == (k.shape[0], 1)
+        and v.stride() == k.stride()
+        and v.untyped_storage().data_ptr() == k.untyped_storage().data_ptr()
+    ):
+        col = (v.data_ptr() - k.data_ptr()) // k.element_size()
+        if 0 < col and col + v.shape[-1] <= k.shape[-1]:
+            return int(col)
+    return 0 if v.is_contiguous() else None
 
 
 def _fast_product(x: torch.Tensor, w: QTensor, expert: int | None = None) -> torch.Tensor:
@@ -179,13 +201,18 @@ def selected_experts(x: torch.Tensor, w: QTensor, experts: torch.Tensor) -> torc
     return cpu_linear.selected_product(x, cpu_weight(w), experts)
 
 
-def per_head_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x [n, h, d] times one matrix per head, w [h, out, d] -> [n, h, out]."""
+def per_head_product(x: torch.Tensor, w: QTensor, n_head: int) -> torch.Tensor:
+    """x [n, h, K] times head h's matrix of w -> [n, h, out]; w is 2D and holds the heads'
+    matrices one after another (h * out rows of K: MLA's attn_k_b and attn_v_b). A few
+    tokens on the CPU take the expert kernel with one head per selection, reading the
+    stored blocks; otherwise one float copy per weight (kept) and torch."""
     if observe.OBSERVER is not None:
-        name = observe.tensor_name(w)
-        if name is not None:
-            observe.OBSERVER(name, x, None, w.shape[0])
-    return reference.per_head_linear(x, w)
+        observe.OBSERVER(w.name, x, None, n_head)
+    n, h, K = x.shape
+    if n <= cpu_linear.GEMV_MAX_TOKENS and fast_cpu(x, w):
+        sel = torch.arange(h).repeat(n)
+        return cpu_linear.selected_product(x.reshape(n * h, K), cpu_weight(w), sel, n_matrices=h).view(n, h, -1)
+    return reference.per_head_linear(x, w.dense().reshape(h, -1, K))
 
 
 _STEP_CACHE_TYPES = (torch.float16, torch.bfloat16)

@@ -31,7 +31,7 @@ import torch
 from ..errors import ModelError
 from ..kernels import dispatch
 from ..kernels.weights import QTensor
-from ..quants import quant_type
+from ..quants import interleaved, quant_type
 from .hparams import HParams
 from .layers import LayerCache, RopeConfig, RopeTables, TensorSource, vector
 from .settings import MLA_DECOMPRESS_MIN_TOKENS, ComputeSettings
@@ -102,7 +102,18 @@ def _split_kv_b(kv_b: QTensor, s: MLAShape, prefix: str) -> tuple[QTensor, QTens
         k_type = src
     else:  # ik_llama.cpp stores the derived wk_b as Q8_0 when wkv_b is quantized
         k_type = "Q8_0" if s.qk_nope % 32 == 0 else "F32"
-    return QTensor.from_float(f"{prefix}.attn_k_b.weight", k_b, k_type), QTensor.from_float(f"{prefix}.attn_v_b.weight", v_b)
+    name = f"{prefix}.attn_v_b.weight"
+    return QTensor.from_float(f"{prefix}.attn_k_b.weight", k_b, k_type), _value_rows(kv_b, s, name) or QTensor.from_float(name, v_b)
+
+
+def _value_rows(kv_b: QTensor, s: MLAShape, name: str) -> QTensor | None:
+    """attn_v_b as the value rows of a quantized attn_kv_b, their bytes unchanged (no float
+    copy; the CPU kernels read them); None for float and row-interleaved types."""
+    t = quant_type(kv_b.type_id)
+    if t.name in ("F32", "F16", "BF16") or t.name in interleaved.LAYOUTS or len(kv_b.shape) != 2:
+        return None
+    rows = kv_b.raw.reshape(s.n_head, s.qk_nope + s.v_head, -1)[:, s.qk_nope :, :]
+    return QTensor(name, rows.copy().reshape(-1), kv_b.type_id, (s.kv_lora, s.n_head * s.v_head))
 
 
 def _join_kv_b(k_b: QTensor, v_b: QTensor, s: MLAShape, prefix: str) -> QTensor:
@@ -145,8 +156,8 @@ class MLAAttention:
         self.kv_a_norm = vector(tensors.get(f"{p}.attn_kv_a_norm.weight"))
         self.wo = tensors.get(f"{p}.attn_output.weight")
         self.kv_b = derived["kv_b"]
-        self.k_b = derived["k_b"].dense().reshape(s.n_head, s.kv_lora, s.qk_nope)
-        self.v_b = derived["v_b"].dense().reshape(s.n_head, s.v_head, s.kv_lora)
+        self.k_b_weight = derived["k_b"]  # n_head matrices of kv_lora rows of qk_nope values
+        self.v_b_weight = derived["v_b"]  # n_head matrices of v_head rows of kv_lora values
         self.kq_scale, attn_factor = yarn_kq_scale(hp, s.qk_nope + s.qk_rope)
         self.rope = RopeConfig.from_hparams(hp, neox=False, attn_factor=attn_factor)
         self.settings = settings
@@ -187,9 +198,19 @@ class MLAAttention:
             k_nope, v = self._decompress(lat_all[:, 0, s.qk_rope :].float())
             k = torch.cat([k_nope, lat_all[:, :, : s.qk_rope].float().expand(-1, s.n_head, -1)], dim=-1)
             return dispatch.attention(q, k, v, q_pos, k_pos, self.kq_scale, max_kq_bytes=amb)
-        q_cat = torch.cat([q_pe, dispatch.per_head_linear(q_nope, self.k_b)], dim=-1)
+        q_cat = torch.cat([q_pe, dispatch.per_head_product(q_nope, self.k_b_weight, s.n_head)], dim=-1)
         out_lat = dispatch.attention(q_cat, lat_all, lat_all[:, :, s.qk_rope :], q_pos, k_pos, self.kq_scale, max_kq_bytes=amb)
-        return dispatch.per_head_linear(out_lat, self.v_b)
+        return dispatch.per_head_product(out_lat, self.v_b_weight, s.n_head)
+
+    @property
+    def k_b(self) -> torch.Tensor:
+        """attn_k_b per head as float32 [n_head, kv_lora, qk_nope] (made on first use, kept)."""
+        return self.k_b_weight.dense().reshape(self.s.n_head, self.s.kv_lora, self.s.qk_nope)
+
+    @property
+    def v_b(self) -> torch.Tensor:
+        """attn_v_b per head as float32 [n_head, v_head, kv_lora]."""
+        return self.v_b_weight.dense().reshape(self.s.n_head, self.s.v_head, self.s.kv_lora)
 
     def _decompress(self, c_kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.s

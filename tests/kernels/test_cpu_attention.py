@@ -32,6 +32,26 @@ def test_generation_attention_matches_reference(n_q, n_k, n_head, n_kv, d, dv, w
     assert _rel(got, want) < 1e-5
 
 
+@pytest.mark.parametrize("n_q, n_k, n_head, rope, latent", [(1, 1, 2, 8, 32), (1, 93, 16, 64, 512), (4, 37, 3, 16, 40)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_latent_attention_reads_values_from_the_key_rows(n_q, n_k, n_head, rope, latent, dtype):
+    """MLA's latent cache: one row [rope part, latent part] per token shared by every head;
+    the values are the latent columns of the same rows (a strided view, not a copy)."""
+    g = torch.Generator().manual_seed(n_k + latent)
+    q = torch.randn(n_q, n_head, rope + latent, generator=g)
+    rows = (torch.randn(n_k, 1, rope + latent, generator=g) * 2).to(dtype)
+    v = rows[:, :, rope:]
+    k_pos = torch.arange(n_k)
+    q_pos = k_pos[-n_q:]
+    assert dispatch._value_columns(rows, v) == rope
+    want = reference.attention(q, rows, v, q_pos, k_pos, 0.07)
+    got = dispatch.attention(q, rows, v, q_pos, k_pos, 0.07)
+    assert _rel(got, want) < 1e-5
+    if n_k > 1:  # strided views that are not a column range of the key rows
+        assert dispatch._value_columns(rows, rows[:, :, : latent // 2]) is None
+        assert dispatch._value_columns(rows, rows[1:, :, rope:]) is None
+
+
 def test_batches_take_the_reference_attention():
     q = torch.randn(dispatch.ATTENTION_MAX_QUERIES + 1, 2, 8)
     k = torch.randn(20, 1, 8).half()

@@ -171,3 +171,20 @@ def test_row_dot_instruction_sets_agree_with_numpy(isa, monkeypatch):
     assert abs(block32 - want32) <= 1e-5 * np.abs(prod * dx[:, None]).sum()
     ir = dots.inspect_llvm(dots.signatures[0])
     assert ("avx512.pmaddw" in ir, "avx2.pmadd" in ir) == (isa == "avx512", isa == "avx2")
+
+
+@pytest.mark.parametrize("type_name, n_tokens, three_d", [("Q8_0", 1, False), ("Q4_K", 3, False), ("IQ4_KS", 2, True)])
+def test_per_head_product_matches_reference(type_name, n_tokens, three_d):
+    """MLA's per-head products (attn_k_b, attn_v_b): head h of x times matrix h of the weight,
+    stored as one 2D tensor of n_head * out rows or as a 3D tensor."""
+    n_head, out, K = 5, 24, 256
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((n_head * out, K)).astype(np.float32)
+    raw = quantize(type_name, values, None, "blk.0.attn_k_b.weight").reshape(-1)
+    shape = (K, out, n_head) if three_d else (K, n_head * out)
+    w = QTensor("blk.0.attn_k_b.weight", raw, GGML_TYPES_BY_NAME[type_name].id, shape)
+    x = torch.from_numpy(rng.standard_normal((n_tokens, n_head, K)).astype(np.float32))
+    got = dispatch.per_head_product(x, w, n_head)
+    want = reference.per_head_linear(x, w.dense().reshape(n_head, out, K))
+    assert got.shape == (n_tokens, n_head, out)
+    assert _rel(got.numpy(), want.numpy()) < 1e-4

@@ -130,7 +130,8 @@ def test_derived_k_b_is_q8_0_when_kv_b_is_quantized():
     w = torch.randn(s.n_head * (s.qk_nope + s.v_head), s.kv_lora, generator=g)
     kv_b = QTensor.from_float("blk.0.attn_kv_b.weight", w, "Q4_0")
     k_b, v_b = _split_kv_b(kv_b, s, "blk.0")
-    assert k_b.type_name == "Q8_0" and v_b.type_name == "F32"
+    # v_b is kv_b's value rows, bytes unchanged (the same values as slicing the float copy)
+    assert k_b.type_name == "Q8_0" and v_b.type_name == "Q4_0"
     dense = kv_b.dense().view(s.n_head, s.qk_nope + s.v_head, s.kv_lora)
     k_ref = dense[:, : s.qk_nope].transpose(1, 2).reshape(-1, s.qk_nope).numpy()
     q8 = dequantize("Q8_0", quantize("Q8_0", k_ref), (s.qk_nope, k_ref.shape[0]))

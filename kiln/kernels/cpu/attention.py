@@ -58,9 +58,10 @@ head_bf16 = _make_head(dot_f32_bf16, scale_add_bf16)
 
 def _make_attend(head):
     @njit(parallel=True, fastmath=True)
-    def attend(q, k_bits, v_bits, q_pos, k_pos, scale, window, softcap, out):
-        """q [n_q, H, d] float32; k_bits [n_k, H_kv * d], v_bits [n_k, H_kv * dv] (16-bit float
-        bits as int16); out [n_q, H, dv] float32."""
+    def attend(q, k_bits, v_bits, v_col, q_pos, k_pos, scale, window, softcap, out):
+        """q [n_q, H, d] float32; k_bits [n_k, H_kv * d], v_bits [n_k, >= v_col + H_kv * dv]
+        (16-bit float bits as int16; head g's values start at column v_col + g * dv, so V
+        may be a column range of the K rows, as MLA's latent cache is); out [n_q, H, dv]."""
         n_q, n_head, d = q.shape
         n_k = k_bits.shape[0]
         dv = out.shape[2]
@@ -69,7 +70,7 @@ def _make_attend(head):
         for task in prange(n_q * n_head):
             i, h = task // n_head, task % n_head
             g = h // group
-            head(q[i, h], 0, d, k_bits, g * d, v_bits, g * dv, dv, n_k, k_pos, q_pos[i], window, scale, softcap,
+            head(q[i, h], 0, d, k_bits, g * d, v_bits, v_col + g * dv, dv, n_k, k_pos, q_pos[i], window, scale, softcap,
                  out[i, h], 0)
 
     return attend

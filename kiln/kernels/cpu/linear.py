@@ -129,19 +129,23 @@ def product(x: torch.Tensor, raw: np.ndarray, m: Matrix) -> torch.Tensor:
     return result
 
 
-def selected_product(x: torch.Tensor, plan: CpuWeight, experts: torch.Tensor) -> torch.Tensor:
-    """Row s of x [n_sel, K] times matrix experts[s] of a 3D weight: [n_sel, n_out]."""
+def selected_product(x: torch.Tensor, plan: CpuWeight, experts: torch.Tensor, n_matrices: int = 0) -> torch.Tensor:
+    """Row s of x [n_sel, K] times matrix experts[s] of a 3D weight: [n_sel, n_out]. With
+    n_matrices, the weight's rows are that many matrices one after another (MLA's per-head
+    attn_k_b / attn_v_b, stored 2D)."""
     m = plan.matrix
+    n_matrices = n_matrices or plan.n_matrices
+    n_rows = m.n_out * plan.n_matrices // n_matrices
     xn = x.contiguous().numpy()
     n = xn.shape[0]
-    out = np.empty((n, m.n_out), dtype=np.float32)
+    out = np.empty((n, n_rows), dtype=np.float32)
     use_threads("generation")
     act = _activations.get(m.K)
     if act is None:
         act = _activations[m.K] = ActivationBlocks(m.K, GEMV_MAX_TOKENS)
     sel = experts.to(torch.int64).contiguous().numpy()
-    matmul.qmatvec_selected(m.decoder, plan.raw, plan.raw.size // plan.n_matrices, m.row_bytes, m.K, xn, sel,
-                               *act.buffers(n), out)
+    matmul.qmatvec_selected(m.decoder, plan.raw, plan.raw.size // n_matrices, m.row_bytes, m.K, xn, sel,
+                            *act.buffers(n), out)
     return torch.from_numpy(out)
 
 
