@@ -218,6 +218,13 @@ def per_head_product(x: torch.Tensor, w: QTensor, n_head: int) -> torch.Tensor:
 _STEP_CACHE_TYPES = (torch.float16, torch.bfloat16)
 _key_positions = np.arange(0, dtype=np.int64)
 _NO_VALUES = np.empty(0, dtype=np.float32)
+_NO_SCALES = np.empty((1, 1), dtype=np.int16)
+
+
+def _cache_rows(t: torch.Tensor) -> np.ndarray:
+    """A cache store as 2D rows: int8 (q8_0) as it is, 16-bit floats as their int16 bits."""
+    t = t if t.dtype == torch.int8 else t.view(torch.int16)
+    return t.reshape(t.shape[0], -1).numpy()
 
 
 def block_step_plan(
@@ -272,9 +279,15 @@ def block_steps_enabled(x: torch.Tensor) -> bool:
     return not _reference_only and observe.OBSERVER is None and x.device.type == "cpu" and x.dtype == torch.float32
 
 
-def block_step_cache_ok(k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
-    """Whether `blocks_step` can write and read these cache rows (f16 or bf16, both alike)."""
-    return k_cache.dtype in _STEP_CACHE_TYPES and v_cache.dtype == k_cache.dtype
+def block_step_cache_ok(rows: tuple, step: cpu_block_step.BlockWeights) -> bool:
+    """Whether `blocks_step` can write and read these cache rows (k, v, slot, k scales,
+    v scales): f16 or bf16, or q8_0 with heads of whole 32-value blocks; K and V alike."""
+    k, v, _, k_scales, _ = rows
+    if k.dtype != v.dtype:
+        return False
+    if k.dtype == torch.int8:
+        return k_scales is not None and step.hd % 32 == 0 and step.hdv % 32 == 0
+    return k.dtype in _STEP_CACHE_TYPES
 
 
 def model_steps(blocks: list[cpu_block_step.BlockWeights]) -> cpu_block_step.ModelSteps:
@@ -290,20 +303,23 @@ def blocks_step(
 ) -> torch.Tensor:
     """Every block for one token in one call: x [1, E] becomes the last block's output in
     place. Layer l's key and value go to row `slot` (= the token's position) of its caches
-    rows[l] = (k, v, slot), which it then attends to with rows 0..slot; ropes[l] = its
+    rows[l] = (k, v, slot, k scales, v scales: None unless q8_0), which it then attends to with rows 0..slot; ropes[l] = its
     (cos, sin). Returns each layer's output sum (the caller's NaN check)."""
     global _key_positions
     slot = rows[0][2]
     if _key_positions.size <= slot:
         _key_positions = np.arange(max(2 * _key_positions.size, slot + 1, 256), dtype=np.int64)
     cpu_linear.use_threads("generation")
-    k_caches = tuple(k.view(torch.int16).reshape(k.shape[0], -1).numpy() for k, _, _ in rows)
-    v_caches = tuple(v.view(torch.int16).reshape(v.shape[0], -1).numpy() for _, v, _ in rows)
+    k_caches = tuple(_cache_rows(r[0]) for r in rows)
+    v_caches = tuple(_cache_rows(r[1]) for r in rows)
+    k_scales = tuple(_NO_SCALES if r[3] is None else r[3].view(torch.int16).numpy() for r in rows)
+    v_scales = tuple(_NO_SCALES if r[4] is None else r[4].view(torch.int16).numpy() for r in rows)
     cpu_block_step.blocks_step(
         x.view(-1).numpy(), steps.attn_norms, steps.ffn_norms, steps.eps, steps.decs, steps.data, steps.row_bytes,
         steps.n_out, *steps.biases, steps.q_norm, steps.k_norm, steps.shapes,
         tuple(c.reshape(-1).numpy() for c, _ in ropes), tuple(s.reshape(-1).numpy() for _, s in ropes),
-        steps.flags, steps.fparams, k_caches, v_caches, rows[0][0].dtype == torch.bfloat16, slot, _key_positions,
+        steps.flags, steps.fparams, k_caches, v_caches, k_scales, v_scales, rows[0][0].dtype == torch.bfloat16,
+        slot, _key_positions,
         *steps.scratch, steps.sums,
     )  # fmt: skip
     return torch.from_numpy(steps.sums)

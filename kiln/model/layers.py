@@ -237,7 +237,7 @@ class CausalLM:
         rows = []
         for il, step in enumerate(self._steps.blocks):
             r = new_rows(il, (step.n_kv, step.hd), (step.n_kv, step.hdv))
-            if r is None or not dispatch.block_step_cache_ok(r[0], r[1]):
+            if r is None or not dispatch.block_step_cache_ok(r, step):
                 return None
             rows.append(r)
         return rows

@@ -150,15 +150,16 @@ class SequenceCache:
 
     def new_token_rows(self, layer: int, k_shape: tuple[int, ...], v_shape: tuple[int, ...]):
         """For a batch of one token, the model's fused generation step writes and reads the
-        cache itself: returns the layer's K and V storage (all rows, in the cache type), with
-        room for the token, and the row it goes to (its position); None for q8_0."""
+        cache itself: returns the layer's K and V storage (all rows, in the cache type; int8
+        for q8_0), with room for the token, the row it goes to (its position), and the K and
+        V scales of q8_0 (f16 [rows, values / 32]; None for other types)."""
         k, v = self.k[layer], self.v[layer]
-        if self._count != 1 or "q8_0" in (k.cache_type, v.cache_type):
+        if self._count != 1:
             return None
         end = self._start + 1
         k.reserve(end, k_shape)
         v.reserve(end, v_shape)
-        return k.buf, v.buf, self._start
+        return k.buf, v.buf, self._start, k.scales, v.scales
 
     def nbytes(self) -> int:
         return sum(s.nbytes() for s in self.k + self.v)

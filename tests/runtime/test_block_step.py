@@ -1,6 +1,6 @@
 """The fused per-block generation step (`kernels/cpu/block_step.py`): token-by-token logits
 and KV cache rows against the per-operation path and the reference path, for the
-architectures it covers (llama, qwen2 biases, qwen3 q/k norms), f16 and bf16 caches,
+architectures it covers (llama, qwen2 biases, qwen3 q/k norms), f16, bf16 and q8_0 caches,
 and the cases that must fall back to the per-operation path."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "llama-Q4_K", "llama-IQ4_KS"])
-@pytest.mark.parametrize("cache", ["f16", "bf16"])
+@pytest.mark.parametrize("cache", ["f16", "bf16", "q8_0"])
 def test_block_step_matches_the_per_operation_path(files, name, cache):
     fused, e1 = _generate(files[name], True, cache_type_k=cache, cache_type_v=cache)
     assert e1.model._steps, "the fused step did not apply"
@@ -64,13 +64,18 @@ def test_block_step_matches_the_per_operation_path(files, name, cache):
     # differs, which can flip the rounding of a cached value in later layers: one bf16 step
     # is 2^-8 of a value (2^-11 in f16), and a random model amplifies that; a wrong step gives
     # order 1
-    assert _rel(fused, plain) < (3e-4 if cache == "f16" else 1e-3)
+    assert _rel(fused, plain) < {"f16": 3e-4, "bf16": 1e-3, "q8_0": 3e-3}[cache]
     for layer in range(len(e1.model.blocks)):
         for which in ("k", "v"):
             a = getattr(e1.cache.seq(0), which)[layer].read(len(PROMPT))
             b = getattr(e2.cache.seq(0), which)[layer].read(len(PROMPT))
-            if layer == 0:  # same input: norm, product, bias, q/k norm, rope and rounding agree to the
-                # last bit of the cache type (fast-math may order one product's sum differently)
+            if cache == "q8_0":  # same input in layer 0: at most one quantization step apart;
+                # later layers' inputs differ slightly, which can flip one more rounding
+                step = b.abs().amax(dim=-1, keepdim=True) / 127
+                assert bool(((a - b).abs() <= step * (1.001 if layer == 0 else 2)).all())
+                continue
+            if layer == 0:  # same input: norm, product, bias, q/k norm, rope and rounding agree to
+                # the last bit of the cache type (fast-math may order one product's sum differently)
                 steps = (a.view(torch.int16).int() - b.view(torch.int16).int()).abs()
                 assert bool(((steps <= 1) | (a.float() == b.float())).all())
             torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
@@ -87,11 +92,11 @@ def test_block_step_matches_the_reference_path(files, name):
     assert _rel(fused, slow) < 3e-3
 
 
-def test_q8_0_and_f32_caches_take_the_per_operation_path(files):
-    for cache in ("q8_0", "f32"):
-        fused, e = _generate(files["llama"], True, cache_type_k=cache, cache_type_v=cache)
-        plain, _ = _generate(files["llama"], False, cache_type_k=cache, cache_type_v=cache)
-        assert torch.equal(fused, plain)
+@pytest.mark.parametrize("types", [("f32", "f32"), ("q8_0", "f16")])
+def test_f32_and_mixed_caches_take_the_per_operation_path(files, types):
+    fused, e = _generate(files["llama"], True, cache_type_k=types[0], cache_type_v=types[1])
+    plain, _ = _generate(files["llama"], False, cache_type_k=types[0], cache_type_v=types[1])
+    assert torch.equal(fused, plain)
 
 
 def test_no_block_step_while_an_observer_watches(files, monkeypatch):

@@ -7,7 +7,7 @@ and their bf16 twins).
 Heads and tokens are shared among threads. Visibility is the reference's: key j is seen
 by query i when k_pos[j] <= q_pos[i] and, with a window, q_pos[i] - k_pos[j] < window.
 `head_f16` / `head_bf16` are the one-head pass, also used by the per-block generation
-step (`block_step.py`).
+step (`block_step.py`), which also reads q8_0 caches (`head_q8`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .simd import dot_f32_bf16, dot_f32_f16, scale_add_bf16, scale_add_f16
+from .decode_common import U
+from .simd import dot_f32_bf16, dot_f32_f16, f16_value, scale_add_bf16, scale_add_f16
 
 
 def _make_head(dot, scale_add):
@@ -54,6 +55,49 @@ def _make_head(dot, scale_add):
 
 head_f16 = _make_head(dot_f32_f16, scale_add_f16)
 head_bf16 = _make_head(dot_f32_bf16, scale_add_bf16)
+
+
+@njit(inline="always")
+def head_q8(q, q_off, d, k_q, k_s, k_off, v_q, v_s, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc, acc_off):
+    """As head_f16 over a q8_0 cache: k_q / v_q int8 rows, k_s / v_s their f16 scales (bits,
+    one per 32 values); k_off, v_off, d and dv are multiples of 32."""
+    for c in range(dv):
+        acc[acc_off + c] = 0
+    best = -np.inf
+    total = np.float32(0)
+    for j in range(n_k):
+        if k_pos[j] > q_pos or (window > 0 and q_pos - k_pos[j] >= window):
+            continue
+        kj, vj = k_q[j], v_q[j]
+        s = np.float32(0)
+        for b in range(U(d) // U(32)):
+            t = np.float32(0)
+            at = U(k_off) + U(32) * b
+            for c in range(U(32)):
+                t += q[U(q_off) + U(32) * b + c] * np.float32(kj[at + c])
+            s += t * f16_value(k_s[j, at // U(32)])
+        s *= scale
+        if softcap > 0:
+            s = softcap * math.tanh(s / softcap)
+        if s > best:
+            keep = np.float32(math.exp(best - s)) if best > -np.inf else np.float32(0)
+            best = s
+            total = total * keep + 1
+            p = np.float32(1)
+        else:
+            keep = np.float32(1)
+            p = np.float32(math.exp(s - best))
+            total += p
+        for b in range(U(dv) // U(32)):
+            at = U(v_off) + U(32) * b
+            w = p * f16_value(v_s[j, at // U(32)])
+            o = U(acc_off) + U(32) * b
+            for c in range(U(32)):
+                acc[o + c] = acc[o + c] * keep + w * np.float32(vj[at + c])
+    if total > 0:
+        inv = np.float32(1) / total
+        for c in range(dv):
+            acc[acc_off + c] *= inv
 
 
 def _make_attend(head):

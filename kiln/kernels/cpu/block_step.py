@@ -6,8 +6,8 @@
 
 with optional q/k/v/o biases and per-head q/k RMS norms (Qwen2, Qwen3), rope (ggml's
 adjacent-pair or neox mode), a sliding window and a logit softcap; the new key and value
-are written to the f16 or bf16 KV cache and attention runs over it flash-style
-(`attention.head_f16`).
+are written to the f16, bf16 or q8_0 KV cache and attention runs over it flash-style
+(`attention.head_f16`, `head_q8`).
 
 Generation of one token through the per-operation path pays Python and dispatch on
 about 25 operations per block (tens of microseconds each); here the whole stack is one
@@ -23,10 +23,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .activations import quantize_row
-from .attention import head_bf16, head_f16
+from .attention import head_bf16, head_f16, head_q8
 from .indirect import call_decoder_at
 from .matmul import CHUNKS, _row_buffers, _row_times
 from .simd import bf16_bits, f16_bits
@@ -90,19 +91,72 @@ def _store_row(cache, slot, values, off, n, bf16):
         row[i] = bf16_bits(values[off + i]) if bf16 else f16_bits(values[off + i])
 
 
+@njit  # no fast-math: the same rounding as the cache's own q8_0 writer (kv_cache.RowStore)
+def _store_q8(cache, scales, slot, values, off, n):
+    """values[off:off + n] as q8_0 into row `slot`: per 32 values d = amax / 127 (stored as
+    f16 bits), q = round(v / d) in -127..127."""
+    for b in range(n // 32):
+        amax = np.float32(0)
+        for c in range(32):
+            amax = max(amax, abs(values[off + 32 * b + c]))
+        d = amax / np.float32(127)
+        inv = np.float32(1) / d if d > 0 else np.float32(0)
+        for c in range(32):
+            cache[slot, 32 * b + c] = np.int8(min(max(np.rint(values[off + 32 * b + c] * inv), -127), 127))
+        scales[slot, b] = f16_bits(d)
+
+
+def _store_kv(cache, scales, slot, values, off, n, bf16):
+    """The new token's keys or values into the cache row, in the cache's type."""
+
+
+@overload(_store_kv)
+def _store_kv_typed(cache, scales, slot, values, off, n, bf16):
+    if cache.dtype == types.int8:
+        return lambda cache, scales, slot, values, off, n, bf16: _store_q8(cache, scales, slot, values, off, n)
+    return lambda cache, scales, slot, values, off, n, bf16: _store_row(cache, slot, values, off, n, bf16)
+
+
+def _attend_head(q, q_off, d, k, k_s, k_off, v, v_s, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc,
+                 acc_off, bf16):
+    """One query head over the cache (attention.head_f16 / head_bf16 / head_q8 by its type)."""
+
+
+@overload(_attend_head)
+def _attend_head_typed(q, q_off, d, k, k_s, k_off, v, v_s, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap,
+                       acc, acc_off, bf16):
+    if k.dtype == types.int8:
+        def q8(q, q_off, d, k, k_s, k_off, v, v_s, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc,
+               acc_off, bf16):
+            head_q8(q, q_off, d, k, k_s, k_off, v, v_s, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc,
+                    acc_off)
+
+        return q8
+
+    def half(q, q_off, d, k, k_s, k_off, v, v_s, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc,
+             acc_off, bf16):
+        if bf16:
+            head_bf16(q, q_off, d, k, k_off, v, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc, acc_off)
+        else:
+            head_f16(q, q_off, d, k, k_off, v, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc, acc_off)
+
+    return half
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _block(
     x, attn_norm, ffn_norm, eps,
     decs, data, row_bytes, n_out,
     bq, bk, bv, bo, q_norm, k_norm,
     n_head, n_kv, hd, hdv, cos, sin, neox,
-    k_cache, v_cache, bf16, slot, k_pos, window, scale, softcap,
+    k_cache, v_cache, k_scales, v_scales, bf16, slot, k_pos, window, scale, softcap,
     xa, qx, dx, sx, sx32, proj, att, ffn,
 ):  # fmt: skip
     """One block's output into x (float32 [E]) for the token at cache row `slot` (its
     position); returns the output's sum (non-finite when any value is). The block's
-    weights' bytes are at addresses data[W_Q..W_DOWN]; k_cache / v_cache: int16 [capacity, n_kv * hd]
-    (f16 bits, or bf16 when bf16); k_pos: 0, 1, ... up to slot. xa, qx, dx, sx, sx32
+    weights' bytes are at addresses data[W_Q..W_DOWN]; k_cache / v_cache: int16 [capacity,
+    n_kv * hd] (f16 bits, or bf16 when bf16), or int8 (q8_0) with k_scales / v_scales (int16
+    f16 bits [capacity, n_kv * hd / 32]; unused otherwise); k_pos: 0, 1, ... up to slot. xa, qx, dx, sx, sx32
     [1, max K]; proj, att, ffn: float32 scratch (see `scratch`)."""
     E = x.size
     nq, nk = n_head * hd, n_kv * hd
@@ -123,17 +177,13 @@ def _block(
         if k_norm.size and h >= n_head:
             _rms_norm(proj[off : off + hd], hd, k_norm, eps, proj, off)
         _rope_head(proj, off, cos, sin, neox)
-    _store_row(k_cache, slot, proj, nq, nk, bf16)
-    _store_row(v_cache, slot, proj, nq + nk, n_kv * hdv, bf16)
+    _store_kv(k_cache, k_scales, slot, proj, nq, nk, bf16)
+    _store_kv(v_cache, v_scales, slot, proj, nq + nk, n_kv * hdv, bf16)
     group = n_head // n_kv
     for h in prange(n_head):
         g = h // group
-        if bf16:
-            head_bf16(proj, h * hd, hd, k_cache, g * hd, v_cache, g * hdv, hdv, slot + 1, k_pos, slot, window,
-                      scale, softcap, att, h * hdv)
-        else:
-            head_f16(proj, h * hd, hd, k_cache, g * hd, v_cache, g * hdv, hdv, slot + 1, k_pos, slot, window,
-                     scale, softcap, att, h * hdv)
+        _attend_head(proj, h * hd, hd, k_cache, k_scales, g * hd, v_cache, v_scales, g * hdv, hdv, slot + 1, k_pos,
+                     slot, window, scale, softcap, att, h * hdv, bf16)
     K_o = n_head * hdv
     quantize_row(att.reshape(1, -1)[:, :K_o], qx, dx, sx, sx32, 0)
     _products(decs, data, row_bytes, n_out, W_O, W_O + 1, K_o, qx, dx, sx, sx32, proj)
@@ -159,21 +209,22 @@ def _block(
 def blocks_step(
     x, attn_norms, ffn_norms, eps, decs, data, row_bytes, n_out,
     bq, bk, bv, bo, q_norm, k_norm, shapes, cos, sin, flags, fparams,
-    k_caches, v_caches, bf16, slot, k_pos,
+    k_caches, v_caches, k_scales, v_scales, bf16, slot, k_pos,
     xa, qx, dx, sx, sx32, proj, att, ffn, sums,
 ):  # fmt: skip
     """Every block of a model for one token (`_block` for layer l = 0, 1, ...), x in place;
     sums[l] = the sum of layer l's output. Per layer l: attn_norms[l], ffn_norms[l], eps[l];
     decs[l], data[l], row_bytes[l], n_out[l] for its seven weights (data: the addresses of
     their bytes);
-    bq..k_norm, cos, sin, k_caches, v_caches: tuples with one array per layer;
+    bq..k_norm, cos, sin, k_caches, v_caches, k_scales, v_scales: one array per layer;
     shapes[l] = n_head, n_kv, hd, hdv; flags[l] = neox, window; fparams[l] = scale, softcap."""
     for l in range(attn_norms.shape[0]):
         sums[l] = _block(
             x, attn_norms[l], ffn_norms[l], eps[l], decs[l], data[l], row_bytes[l], n_out[l],
             bq[l], bk[l], bv[l], bo[l], q_norm[l], k_norm[l],
             shapes[l, 0], shapes[l, 1], shapes[l, 2], shapes[l, 3], cos[l], sin[l], flags[l, 0] != 0,
-            k_caches[l], v_caches[l], bf16, slot, k_pos, flags[l, 1], fparams[l, 0], fparams[l, 1],
+            k_caches[l], v_caches[l], k_scales[l], v_scales[l], bf16, slot, k_pos, flags[l, 1], fparams[l, 0],
+            fparams[l, 1],
             xa, qx, dx, sx, sx32, proj, att, ffn,
         )  # fmt: skip
 

@@ -528,3 +528,14 @@ def bf16_bits(typingctx, value):
         return builder.select(is_nan, ir.Constant(ir.IntType(16), 0x7FC0), builder.trunc(rounded, ir.IntType(16)))
 
     return sig, codegen
+
+
+@intrinsic
+def f16_value(typingctx, bits):
+    """The f16 whose bits are an int16, as float32 (exact)."""
+    sig = types.float32(types.int16)
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return sig, codegen
