@@ -23,8 +23,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import overload
+from numba import njit, prange
 
 from .activations import quantize_row
 from .attention import head_bf16, head_f16, head_q8
@@ -106,43 +105,6 @@ def _store_q8(cache, scales, slot, values, off, n):
         scales[slot, b] = f16_bits(d)
 
 
-def _store_kv(cache, scales, slot, values, off, n, bf16):
-    """The new token's keys or values into the cache row, in the cache's type."""
-
-
-@overload(_store_kv)
-def _store_kv_typed(cache, scales, slot, values, off, n, bf16):
-    if cache.dtype == types.int8:
-        return lambda cache, scales, slot, values, off, n, bf16: _store_q8(cache, scales, slot, values, off, n)
-    return lambda cache, scales, slot, values, off, n, bf16: _store_row(cache, slot, values, off, n, bf16)
-
-
-def _attend_head(q, q_off, d, k, k_s, k_off, v, v_s, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc,
-                 acc_off, bf16):
-    """One query head over the cache (attention.head_f16 / head_bf16 / head_q8 by its type)."""
-
-
-@overload(_attend_head)
-def _attend_head_typed(q, q_off, d, k, k_s, k_off, v, v_s, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap,
-                       acc, acc_off, bf16):
-    if k.dtype == types.int8:
-        def q8(q, q_off, d, k, k_s, k_off, v, v_s, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc,
-               acc_off, bf16):
-            head_q8(q, q_off, d, k, k_s, k_off, v, v_s, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc,
-                    acc_off)
-
-        return q8
-
-    def half(q, q_off, d, k, k_s, k_off, v, v_s, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc,
-             acc_off, bf16):
-        if bf16:
-            head_bf16(q, q_off, d, k, k_off, v, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc, acc_off)
-        else:
-            head_f16(q, q_off, d, k, k_off, v, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc, acc_off)
-
-    return half
-
-
 @njit(parallel=True, fastmath=True, cache=True)
 def _block(
     x, attn_norm, ffn_norm, eps,
@@ -177,13 +139,27 @@ def _block(
         if k_norm.size and h >= n_head:
             _rms_norm(proj[off : off + hd], hd, k_norm, eps, proj, off)
         _rope_head(proj, off, cos, sin, neox)
-    _store_kv(k_cache, k_scales, slot, proj, nq, nk, bf16)
-    _store_kv(v_cache, v_scales, slot, proj, nq + nk, n_kv * hdv, bf16)
+    # one compiled body serves every cache type: the branches not taken for the arrays'
+    # type are never run (q8: int8 rows and scales; else 16-bit float bits)
+    q8 = k_cache.itemsize == 1
+    if q8:
+        _store_q8(k_cache, k_scales, slot, proj, nq, nk)
+        _store_q8(v_cache, v_scales, slot, proj, nq + nk, n_kv * hdv)
+    else:
+        _store_row(k_cache, slot, proj, nq, nk, bf16)
+        _store_row(v_cache, slot, proj, nq + nk, n_kv * hdv, bf16)
     group = n_head // n_kv
     for h in prange(n_head):
         g = h // group
-        _attend_head(proj, h * hd, hd, k_cache, k_scales, g * hd, v_cache, v_scales, g * hdv, hdv, slot + 1, k_pos,
-                     slot, window, scale, softcap, att, h * hdv, bf16)
+        if q8:
+            head_q8(proj, h * hd, hd, k_cache, k_scales, g * hd, v_cache, v_scales, g * hdv, hdv, slot + 1, k_pos,
+                    slot, window, scale, softcap, att, h * hdv)
+        elif bf16:
+            head_bf16(proj, h * hd, hd, k_cache, g * hd, v_cache, g * hdv, hdv, slot + 1, k_pos, slot, window,
+                      scale, softcap, att, h * hdv)
+        else:
+            head_f16(proj, h * hd, hd, k_cache, g * hd, v_cache, g * hdv, hdv, slot + 1, k_pos, slot, window,
+                     scale, softcap, att, h * hdv)
     K_o = n_head * hdv
     quantize_row(att.reshape(1, -1)[:, :K_o], qx, dx, sx, sx32, 0)
     _products(decs, data, row_bytes, n_out, W_O, W_O + 1, K_o, qx, dx, sx, sx32, proj)
