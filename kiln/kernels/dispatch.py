@@ -320,6 +320,6 @@ def blocks_step(
         tuple(c.reshape(-1).numpy() for c, _ in ropes), tuple(s.reshape(-1).numpy() for _, s in ropes),
         steps.flags, steps.fparams, k_caches, v_caches, k_scales, v_scales, rows[0][0].dtype == torch.bfloat16,
         slot, _key_positions,
-        *steps.scratch, steps.sums,
+        *steps.scratch, steps.sums, cpu_linear.work_chunks(),
     )  # fmt: skip
     return torch.from_numpy(steps.sums)

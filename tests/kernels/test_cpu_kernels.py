@@ -45,7 +45,7 @@ def test_decoded_rows_equal_the_dequantizer(type_name):
     raw, ref, K = _weights(type_name, 13, 1)
     m = cpu_linear.matrix(GGML_TYPES_BY_NAME[type_name].id, K, 13)
     out = np.empty((9, K), dtype=np.float32)
-    matmul.decode_rows(m.decoder, readonly(raw), m.row_bytes, K, 4, out)
+    matmul.decode_rows(m.decoder, readonly(raw), m.row_bytes, K, 4, out, 3)
     np.testing.assert_array_equal(out, ref[4:13])
     ids = torch.tensor([[12, 0], [5, 5]])
     np.testing.assert_array_equal(cpu_linear.rows(raw.reshape(-1), m, ids).numpy(), ref[ids.numpy()])

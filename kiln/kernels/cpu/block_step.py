@@ -28,7 +28,7 @@ from numba import njit, prange
 from .activations import quantize_row
 from .attention import head_bf16, head_f16, head_q8
 from .indirect import call_decoder_at
-from .matmul import CHUNKS, _row_buffers, _row_times
+from .matmul import GROUP, _row_buffers, _row_times, chunk_rows
 from .simd import bf16_bits, f16_bits
 
 # order of the seven weights in a block's arrays
@@ -47,26 +47,28 @@ def _rms_norm(x, n, weight, eps, out, out_off):
 
 
 @njit(inline="always")
-def _products(decs, data, row_bytes, n_out, m0, m1, K, qx, dx, sx, sx32, out):
+def _products(decs, data, row_bytes, n_out, m0, m1, K, qx, dx, sx, sx32, out, chunks):
     """out = concatenated W_m . x for m in m0..m1-1 (bytes at address data[m]), x already in
-    the 16-bit blocks qx..; the rows of all these matrices are shared among the threads."""
+    the 16-bit blocks qx..; the rows of all these matrices are shared among the threads,
+    decoded GROUP at a time (`matmul.py`)."""
     total = 0
     for m in range(m0, m1):
         total += n_out[m]
-    n_chunks = min(total, CHUNKS)
-    per = (total + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
+    per = chunk_rows(total, chunks)
+    for c in prange((total + per - 1) // per):
         q, sw, mw = _row_buffers(K)
-        i = c * per
-        end = min(total, i + per)
+        layouts = np.empty(GROUP, dtype=np.int64)
+        end = min(total, (c + 1) * per)
         m, first = m0, 0
-        while i < end:
-            while i - first >= n_out[m]:
-                first += n_out[m]
-                m += 1
-            layout = call_decoder_at(decs[m], data[m], (i - first) * row_bytes[m], K, q, sw, mw)
-            out[i] = _row_times(layout, K, q, sw, mw, qx[0], dx[0], sx[0], sx32[0])
-            i += 1
+        for i0 in range(c * per, end, GROUP):
+            n = min(GROUP, end - i0)
+            for g in range(n):
+                while i0 + g - first >= n_out[m]:
+                    first += n_out[m]
+                    m += 1
+                layouts[g] = call_decoder_at(decs[m], data[m], (i0 + g - first) * row_bytes[m], K, q[g], sw[g], mw[g])
+            for g in range(n):
+                out[i0 + g] = _row_times(layouts[g], K, q[g], sw[g], mw[g], qx[0], dx[0], sx[0], sx32[0])
 
 
 @njit(inline="always")
@@ -112,7 +114,7 @@ def _block(
     bq, bk, bv, bo, q_norm, k_norm,
     n_head, n_kv, hd, hdv, cos, sin, neox,
     k_cache, v_cache, k_scales, v_scales, bf16, slot, k_pos, window, scale, softcap,
-    xa, qx, dx, sx, sx32, proj, att, ffn,
+    xa, qx, dx, sx, sx32, proj, att, ffn, chunks,
 ):  # fmt: skip
     """One block's output into x (float32 [E]) for the token at cache row `slot` (its
     position); returns the output's sum (non-finite when any value is). The block's
@@ -124,7 +126,7 @@ def _block(
     nq, nk = n_head * hd, n_kv * hd
     _rms_norm(x, E, attn_norm, eps, xa[0], 0)
     quantize_row(xa[:, :E], qx, dx, sx, sx32, 0)
-    _products(decs, data, row_bytes, n_out, W_Q, W_V + 1, E, qx, dx, sx, sx32, proj)
+    _products(decs, data, row_bytes, n_out, W_Q, W_V + 1, E, qx, dx, sx, sx32, proj, chunks)
     if bq.size:
         for i in range(nq):
             proj[i] += bq[i]
@@ -162,18 +164,18 @@ def _block(
                      scale, softcap, att, h * hdv)
     K_o = n_head * hdv
     quantize_row(att.reshape(1, -1)[:, :K_o], qx, dx, sx, sx32, 0)
-    _products(decs, data, row_bytes, n_out, W_O, W_O + 1, K_o, qx, dx, sx, sx32, proj)
+    _products(decs, data, row_bytes, n_out, W_O, W_O + 1, K_o, qx, dx, sx, sx32, proj, chunks)
     for i in range(E):
         x[i] += proj[i] + (bo[i] if bo.size else np.float32(0))
     _rms_norm(x, E, ffn_norm, eps, xa[0], 0)
     quantize_row(xa[:, :E], qx, dx, sx, sx32, 0)
-    _products(decs, data, row_bytes, n_out, W_GATE, W_UP + 1, E, qx, dx, sx, sx32, ffn)
+    _products(decs, data, row_bytes, n_out, W_GATE, W_UP + 1, E, qx, dx, sx, sx32, ffn, chunks)
     F = n_out[W_GATE]
     for i in range(F):
         g = ffn[i]
         xa[0, i] = g / (np.float32(1) + np.float32(math.exp(-g))) * ffn[F + i]
     quantize_row(xa[:, :F], qx, dx, sx, sx32, 0)
-    _products(decs, data, row_bytes, n_out, W_DOWN, W_DOWN + 1, F, qx, dx, sx, sx32, proj)
+    _products(decs, data, row_bytes, n_out, W_DOWN, W_DOWN + 1, F, qx, dx, sx, sx32, proj, chunks)
     total = 0.0
     for i in range(E):
         x[i] += proj[i]
@@ -186,7 +188,7 @@ def blocks_step(
     x, attn_norms, ffn_norms, eps, decs, data, row_bytes, n_out,
     bq, bk, bv, bo, q_norm, k_norm, shapes, cos, sin, flags, fparams,
     k_caches, v_caches, k_scales, v_scales, bf16, slot, k_pos,
-    xa, qx, dx, sx, sx32, proj, att, ffn, sums,
+    xa, qx, dx, sx, sx32, proj, att, ffn, sums, chunks,
 ):  # fmt: skip
     """Every block of a model for one token (`_block` for layer l = 0, 1, ...), x in place;
     sums[l] = the sum of layer l's output. Per layer l: attn_norms[l], ffn_norms[l], eps[l];
@@ -201,7 +203,7 @@ def blocks_step(
             shapes[l, 0], shapes[l, 1], shapes[l, 2], shapes[l, 3], cos[l], sin[l], flags[l, 0] != 0,
             k_caches[l], v_caches[l], k_scales[l], v_scales[l], bf16, slot, k_pos, flags[l, 1], fparams[l, 0],
             fparams[l, 1],
-            xa, qx, dx, sx, sx32, proj, att, ffn,
+            xa, qx, dx, sx, sx32, proj, att, ffn, chunks,
         )  # fmt: skip
 
 

@@ -94,6 +94,11 @@ def set_threads(generation: int, batch: int) -> None:
     _threads["current"] = -1  # the next product sets both pools
 
 
+def work_chunks() -> int:
+    """Work items per product: two per thread (each allocates its row buffers once)."""
+    return 2 * _threads["current"] if _threads["current"] > 0 else 2 * numba.get_num_threads()
+
+
 def use_threads(kind: str) -> None:
     """Numba's and torch's pools both to the count of this kind of product (no more threads
     than that are ever busy: the two pools take turns)."""
@@ -114,7 +119,7 @@ def product(x: torch.Tensor, raw: np.ndarray, m: Matrix) -> torch.Tensor:
         act = _activations.get(m.K)
         if act is None:
             act = _activations[m.K] = ActivationBlocks(m.K, GEMV_MAX_TOKENS)
-        matmul.qmatvec(m.decoder, raw, m.row_bytes, m.K, xn, *act.buffers(n), out)
+        matmul.qmatvec(m.decoder, raw, m.row_bytes, m.K, xn, *act.buffers(n), out, work_chunks())
         return torch.from_numpy(out)
     use_threads("batch")
     result = torch.from_numpy(out)
@@ -124,7 +129,7 @@ def product(x: torch.Tensor, raw: np.ndarray, m: Matrix) -> torch.Tensor:
     for r0 in range(0, m.n_out, tile_rows):
         r1 = min(m.n_out, r0 + tile_rows)
         w = tile[: (r1 - r0) * m.K].reshape(r1 - r0, m.K)
-        matmul.decode_rows(m.decoder, raw, m.row_bytes, m.K, r0, w)
+        matmul.decode_rows(m.decoder, raw, m.row_bytes, m.K, r0, w, work_chunks())
         result[:, r0:r1] = x @ torch.from_numpy(w).T
     return result
 
@@ -145,7 +150,7 @@ def selected_product(x: torch.Tensor, plan: CpuWeight, experts: torch.Tensor, n_
         act = _activations[m.K] = ActivationBlocks(m.K, GEMV_MAX_TOKENS)
     sel = experts.to(torch.int64).contiguous().numpy()
     matmul.qmatvec_selected(m.decoder, plan.raw, plan.raw.size // n_matrices, m.row_bytes, m.K, xn, sel,
-                            *act.buffers(n), out)
+                            *act.buffers(n), out, work_chunks())
     return torch.from_numpy(out)
 
 
@@ -154,7 +159,7 @@ def rows(raw: np.ndarray, m: Matrix, ids: torch.Tensor) -> torch.Tensor:
     flat = ids.reshape(-1).tolist()
     out = np.empty((len(flat), m.K), dtype=np.float32)
     for i, r in enumerate(flat):
-        matmul.decode_rows(m.decoder, raw, m.row_bytes, m.K, r, out[i : i + 1])
+        matmul.decode_rows(m.decoder, raw, m.row_bytes, m.K, r, out[i : i + 1], 1)
     return torch.from_numpy(out).reshape(*ids.shape, m.K)
 
 
