@@ -28,7 +28,7 @@ from numba import njit, prange
 from .activations import quantize_row
 from .attention import head_bf16, head_f16, head_q8
 from .indirect import call_decoder_at
-from .matmul import GROUP, _row_buffers, _row_times, chunk_rows
+from .matmul import GROUP, _row_buffers, _row_times, chunk_rows, group_rows
 from .simd import bf16_bits, f16_bits
 
 # order of the seven weights in a block's arrays
@@ -60,8 +60,9 @@ def _products(decs, data, row_bytes, n_out, m0, m1, K, qx, dx, sx, sx32, out, ch
         layouts = np.empty(GROUP, dtype=np.int64)
         end = min(total, (c + 1) * per)
         m, first = m0, 0
-        for i0 in range(c * per, end, GROUP):
-            n = min(GROUP, end - i0)
+        ng = group_rows(K)
+        for i0 in range(c * per, end, ng):
+            n = min(ng, end - i0)
             for g in range(n):
                 while i0 + g - first >= n_out[m]:
                     first += n_out[m]

@@ -31,8 +31,16 @@ from .simd import row_dot_block32, row_dot_sub16
 # a small multiple of the thread count (Numba cannot cache a kernel that asks for the
 # count itself); each item allocates its row buffers once, so more items cost more.
 # rows decoded one after another before their dot products: alternating a row's decode and
-# its dot costs ~20 ns per row (measured: rows of 576 values ran 1.5x slower that way)
+# its dot costs ~20 ns per row (measured: rows of 576 values ran 1.2-1.5x slower that way);
+# fewer for long rows, whose decoded form (2.25 bytes per value) must stay in L1
 GROUP = 4
+GROUP_VALUES = 8192  # values decoded per group at most
+
+
+@njit(inline="always")
+def group_rows(K):
+    """Rows decoded before their dot products, for rows of K values."""
+    return max(1, min(GROUP, GROUP_VALUES // K))
 
 
 @njit(inline="always")
@@ -77,8 +85,9 @@ def qmatvec(dec, raw, row_bytes, K, x, qx, dx, sx, sx32, out, chunks):
     for c in prange((n_rows + per - 1) // per):
         q, sw, mw = _row_buffers(K)
         end = min(n_rows, (c + 1) * per)
-        for r0 in range(c * per, end, GROUP):
-            n = min(GROUP, end - r0)
+        ng = group_rows(K)
+        for r0 in range(c * per, end, ng):
+            n = min(ng, end - r0)
             layout = 0
             for g in range(n):
                 layout = call_decoder(dec, raw, (r0 + g) * row_bytes, K, q[g], sw[g], mw[g])
@@ -97,8 +106,9 @@ def qmatvec_selected(dec, raw, matrix_bytes, row_bytes, K, x, sel, qx, dx, sx, s
     for c in prange((total + per - 1) // per):
         q, sw, mw = _row_buffers(K)
         end = min(total, (c + 1) * per)
-        for i0 in range(c * per, end, GROUP):
-            n = min(GROUP, end - i0)
+        ng = group_rows(K)
+        for i0 in range(c * per, end, ng):
+            n = min(ng, end - i0)
             layout = 0
             for g in range(n):
                 s, r = (i0 + g) // n_rows, (i0 + g) % n_rows
