@@ -21,6 +21,32 @@ from .decode_common import U
 from .simd import dot_f32_bf16, dot_f32_f16, f16_value, scale_add_bf16, scale_add_f16
 
 
+@njit(inline="always")
+def _visible(k_pos, j, q_pos, window):
+    return k_pos[j] <= q_pos and (window <= 0 or q_pos - k_pos[j] < window)
+
+
+@njit(inline="always")
+def _softmax_step(s, best, total, softcap):
+    """Online softmax with the next key's score s: returns (keep, p, best, total): the
+    factor for the values summed so far, this key's weight, and the new maximum and sum."""
+    if softcap > 0:
+        s = softcap * math.tanh(s / softcap)
+    if s > best:
+        keep = np.float32(math.exp(best - s)) if best > -np.inf else np.float32(0)
+        return keep, np.float32(1), s, total * keep + 1
+    p = np.float32(math.exp(s - best))
+    return np.float32(1), p, best, total + p
+
+
+@njit(inline="always")
+def _normalize(acc, acc_off, dv, total):
+    if total > 0:
+        inv = np.float32(1) / total
+        for c in range(dv):
+            acc[acc_off + c] *= inv
+
+
 def _make_head(dot, scale_add):
     @njit(inline="always")
     def head(q, q_off, d, k_bits, k_off, v_bits, v_off, dv, n_k, k_pos, q_pos, window, scale, softcap, acc, acc_off):
@@ -31,24 +57,11 @@ def _make_head(dot, scale_add):
         best = -np.inf
         total = np.float32(0)
         for j in range(n_k):
-            if k_pos[j] > q_pos or (window > 0 and q_pos - k_pos[j] >= window):
-                continue
-            s = dot(q, q_off, k_bits[j], k_off, d) * scale
-            if softcap > 0:
-                s = softcap * math.tanh(s / softcap)
-            if s > best:
-                keep = np.float32(math.exp(best - s)) if best > -np.inf else np.float32(0)
-                best = s
-                total = total * keep + 1
-                scale_add(acc, acc_off, keep, v_bits[j], v_off, np.float32(1), dv)
-            else:
-                p = np.float32(math.exp(s - best))
-                total += p
-                scale_add(acc, acc_off, np.float32(1), v_bits[j], v_off, p, dv)
-        if total > 0:
-            inv = np.float32(1) / total
-            for c in range(dv):
-                acc[acc_off + c] *= inv
+            if _visible(k_pos, j, q_pos, window):
+                s = dot(q, q_off, k_bits[j], k_off, d) * scale
+                keep, p, best, total = _softmax_step(s, best, total, softcap)
+                scale_add(acc, acc_off, keep, v_bits[j], v_off, p, dv)
+        _normalize(acc, acc_off, dv, total)
 
     return head
 
@@ -66,7 +79,7 @@ def head_q8(q, q_off, d, k_q, k_s, k_off, v_q, v_s, v_off, dv, n_k, k_pos, q_pos
     best = -np.inf
     total = np.float32(0)
     for j in range(n_k):
-        if k_pos[j] > q_pos or (window > 0 and q_pos - k_pos[j] >= window):
+        if not _visible(k_pos, j, q_pos, window):
             continue
         kj, vj = k_q[j], v_q[j]
         s = np.float32(0)
@@ -76,28 +89,14 @@ def head_q8(q, q_off, d, k_q, k_s, k_off, v_q, v_s, v_off, dv, n_k, k_pos, q_pos
             for c in range(U(32)):
                 t += q[U(q_off) + U(32) * b + c] * np.float32(kj[at + c])
             s += t * f16_value(k_s[j, at // U(32)])
-        s *= scale
-        if softcap > 0:
-            s = softcap * math.tanh(s / softcap)
-        if s > best:
-            keep = np.float32(math.exp(best - s)) if best > -np.inf else np.float32(0)
-            best = s
-            total = total * keep + 1
-            p = np.float32(1)
-        else:
-            keep = np.float32(1)
-            p = np.float32(math.exp(s - best))
-            total += p
+        keep, p, best, total = _softmax_step(s * scale, best, total, softcap)
         for b in range(U(dv) // U(32)):
             at = U(v_off) + U(32) * b
             w = p * f16_value(v_s[j, at // U(32)])
             o = U(acc_off) + U(32) * b
             for c in range(U(32)):
                 acc[o + c] = acc[o + c] * keep + w * np.float32(vj[at + c])
-    if total > 0:
-        inv = np.float32(1) / total
-        for c in range(dv):
-            acc[acc_off + c] *= inv
+    _normalize(acc, acc_off, dv, total)
 
 
 def _make_attend(head):

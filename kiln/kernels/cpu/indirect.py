@@ -48,6 +48,23 @@ def decoder_address(type_name: str) -> int:
     return c.address
 
 
+def _emit_call(context, builder, signature, args, row_pointer):
+    """The call of the decoder at args[0] on the row at row_pointer (an i8*), with args[3]
+    (K) and the buffers args[4:7]."""
+    i8p = ir.IntType(8).as_pointer()
+    f32p = ir.FloatType().as_pointer()
+    fnty = ir.FunctionType(ir.IntType(64), [i8p, ir.IntType(64), i8p, f32p, f32p])
+    fn = builder.inttoptr(args[0], fnty.as_pointer())
+    zero = ir.Constant(ir.IntType(64), 0)
+    at = signature.args
+    buffers = [
+        _data_pointer(context, builder, at[4], args[4], zero, ir.IntType(8)),
+        _data_pointer(context, builder, at[5], args[5], zero, ir.FloatType()),
+        _data_pointer(context, builder, at[6], args[6], zero, ir.FloatType()),
+    ]
+    return builder.call(fn, [row_pointer, args[3], *buffers])
+
+
 @intrinsic
 def call_decoder(typingctx, address, raw, offset, K, q, sw, mw):
     """decode(raw[offset:], K, q, sw, mw) through the decoder at `address`; returns its
@@ -55,23 +72,8 @@ def call_decoder(typingctx, address, raw, offset, K, q, sw, mw):
     sig = types.int64(types.int64, raw, types.int64, types.int64, q, sw, mw)
 
     def codegen(context, builder, signature, args):
-        addr, raw_v, off, k, q_v, sw_v, mw_v = args
-        i8p = ir.IntType(8).as_pointer()
-        f32p = ir.FloatType().as_pointer()
-        fnty = ir.FunctionType(ir.IntType(64), [i8p, ir.IntType(64), i8p, f32p, f32p])
-        fn = builder.inttoptr(addr, fnty.as_pointer())
-        zero = ir.Constant(ir.IntType(64), 0)
-        at = signature.args
-        return builder.call(
-            fn,
-            [
-                _data_pointer(context, builder, at[1], raw_v, off, ir.IntType(8)),
-                k,
-                _data_pointer(context, builder, at[4], q_v, zero, ir.IntType(8)),
-                _data_pointer(context, builder, at[5], sw_v, zero, ir.FloatType()),
-                _data_pointer(context, builder, at[6], mw_v, zero, ir.FloatType()),
-            ],
-        )
+        row = _data_pointer(context, builder, signature.args[1], args[1], args[2], ir.IntType(8))
+        return _emit_call(context, builder, signature, args, row)
 
     return sig, codegen
 
@@ -83,23 +85,8 @@ def call_decoder_at(typingctx, address, data, offset, K, q, sw, mw):
     sig = types.int64(types.int64, types.int64, types.int64, types.int64, q, sw, mw)
 
     def codegen(context, builder, signature, args):
-        addr, data_v, off, k, q_v, sw_v, mw_v = args
-        i8p = ir.IntType(8).as_pointer()
-        f32p = ir.FloatType().as_pointer()
-        fnty = ir.FunctionType(ir.IntType(64), [i8p, ir.IntType(64), i8p, f32p, f32p])
-        fn = builder.inttoptr(addr, fnty.as_pointer())
-        zero = ir.Constant(ir.IntType(64), 0)
-        at = signature.args
-        return builder.call(
-            fn,
-            [
-                builder.inttoptr(builder.add(data_v, off), i8p),
-                k,
-                _data_pointer(context, builder, at[4], q_v, zero, ir.IntType(8)),
-                _data_pointer(context, builder, at[5], sw_v, zero, ir.FloatType()),
-                _data_pointer(context, builder, at[6], mw_v, zero, ir.FloatType()),
-            ],
-        )
+        row = builder.inttoptr(builder.add(args[1], args[2]), ir.IntType(8).as_pointer())
+        return _emit_call(context, builder, signature, args, row)
 
     return sig, codegen
 
