@@ -249,7 +249,7 @@ def block_step_plan(
     plans = []
     for w in weights:
         plan = cpu_weight(w)
-        if plan is None or plan.n_matrices != 1:
+        if plan is None or plan.n_matrices != 1 or plan.matrix.floats:
             return None
         plans.append(plan)
     E, F = plans[0].matrix.K, plans[4].matrix.n_out

@@ -188,3 +188,28 @@ def test_per_head_product_matches_reference(type_name, n_tokens, three_d):
     want = reference.per_head_linear(x, w.dense().reshape(n_head, out, K))
     assert got.shape == (n_tokens, n_head, out)
     assert _rel(got.numpy(), want.numpy()) < 1e-4
+
+
+@pytest.mark.parametrize("type_name", ["F16", "BF16"])
+@pytest.mark.parametrize("n_tokens", [1, 3, 8, 13])
+def test_float_weights_are_read_as_stored(type_name, n_tokens):
+    """F16 / BF16 weights: generation (up to 8 rows) and batch products, expert selection and
+    row lookups against the exact float products; no float32 copy of the weight is made."""
+    n_out, K, n_exp = 21, 72, 3
+    rng = np.random.default_rng(n_tokens)
+    values = (rng.standard_normal((n_exp * n_out, K)) * 2).astype(np.float32)
+    raw = quantize(type_name, values, None, "w").reshape(-1)
+    ref = dequantize(type_name, raw, (K, n_exp * n_out))
+    x = torch.from_numpy(rng.standard_normal((n_tokens, K)).astype(np.float32))
+    w2 = QTensor("blk.0.ffn_up.weight", raw, GGML_TYPES_BY_NAME[type_name].id, (K, n_exp * n_out))
+    assert dispatch.fast_cpu(x, w2)
+    assert _rel(dispatch.linear(x, w2).numpy(), x.numpy() @ ref.T) < 1e-6
+    assert torch.float32 not in w2._dense
+    ids = torch.tensor([[4, 0], [62, 4]])
+    np.testing.assert_array_equal(dispatch.embedding_rows(w2, ids).numpy(), ref[ids.numpy()])
+    w3 = QTensor("blk.0.ffn_up_exps.weight", raw, GGML_TYPES_BY_NAME[type_name].id, (K, n_out, n_exp))
+    sel = torch.tensor([2, 0, 1, 2][: max(1, min(n_tokens, 4))])
+    xs = x[: sel.numel()]
+    got = dispatch.selected_experts(xs, w3, sel).numpy()
+    want = np.stack([xs[i].numpy() @ ref[int(e) * n_out : (int(e) + 1) * n_out].T for i, e in enumerate(sel)])
+    assert _rel(got, want) < 1e-6

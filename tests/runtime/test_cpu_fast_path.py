@@ -25,7 +25,7 @@ PROMPT = [1, 5, 9, 14, 3, 22, 7, 30, 2]
 def tiny_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("fastpath")
     _, f32 = make_tiny_model("llama", d, hidden_size=256, intermediate_size=512, head_dim=64)
-    files = {t: requantize_matrices(f32, d / f"{t}.gguf", t) for t in ("Q4_K", "IQ4_KS", "Q8_0")}
+    files = {t: requantize_matrices(f32, d / f"{t}.gguf", t) for t in ("Q4_K", "IQ4_KS", "Q8_0", "BF16")}
 
     def packed(name, values):  # the output matrix (389 rows) does not group by 8
         if values.ndim == 2 and name != "token_embd.weight":
@@ -44,7 +44,7 @@ def _logits(path: Path, tokens, **options) -> torch.Tensor:
     return torch.cat(out)
 
 
-@pytest.mark.parametrize("type_name", ["Q4_K", "IQ4_KS", "Q8_0"])
+@pytest.mark.parametrize("type_name", ["Q4_K", "IQ4_KS", "Q8_0", "BF16"])
 def test_model_logits_match_the_reference_path(tiny_files, type_name):
     fast = _logits(tiny_files[type_name], PROMPT)
     dispatch.use_reference(True)

@@ -21,12 +21,13 @@ import torch
 
 from ...gguf.types import GGML_TYPES_BY_NAME, ggml_type
 from ...quants import interleaved
-from . import matmul
+from . import float_matmul, matmul
 from .activations import ActivationBlocks
 from .decoders import DECODERS
 from .indirect import decoder_address, readonly
 
 GEMV_MAX_TOKENS = 8
+FLOAT_WEIGHTS = {"F16": "f16", "BF16": "bf16"}
 TILE_VALUES = 1 << 20  # float32 values per decoded tile (4 MiB)
 
 _threads = {"generation": 0, "batch": 0, "current": -1}
@@ -38,10 +39,11 @@ _tile = np.empty(0, dtype=np.float32)
 class Matrix:
     """What the kernels need to know of a stored matrix (n_out rows of K values)."""
 
-    decoder: int  # address of the type's block decoder (indirect.py)
+    decoder: int  # address of the type's block decoder (indirect.py); 0 for float weights
     row_bytes: int
     K: int
     n_out: int
+    floats: str = ""  # "f16" or "bf16": 16-bit float rows, multiplied by float_matmul.py
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,15 @@ def weight_plan(raw: np.ndarray, type_id: int, shape: tuple[int, ...]) -> CpuWei
     name = t.name
     if name not in DECODERS and name in interleaved.LAYOUTS and not interleaved.note(name):
         plain = interleaved.plain_type(name)
-        if plain not in DECODERS or (n_out * n_matrices) % interleaved.rows_per_group(name):
+        if (plain not in DECODERS and plain not in FLOAT_WEIGHTS) or (n_out * n_matrices) % interleaved.rows_per_group(name):
             return None
         rows = np.asarray(raw).reshape(n_out * n_matrices, -1)
         raw = interleaved.unpack(name, rows).reshape(-1)
         name = plain
+    if name in FLOAT_WEIGHTS:
+        if K % 8:  # the float dot takes 8 values at a time
+            return None
+        return CpuWeight(matrix(GGML_TYPES_BY_NAME[name].id, K, n_out), readonly(raw), n_matrices)
     plain_type = GGML_TYPES_BY_NAME[name]
     if name not in DECODERS or K % plain_type.block_size:
         return None
@@ -83,6 +89,8 @@ def weight_plan(raw: np.ndarray, type_id: int, shape: tuple[int, ...]) -> CpuWei
 
 def matrix(type_id: int, K: int, n_out: int) -> Matrix:
     t = ggml_type(type_id)
+    if t.name in FLOAT_WEIGHTS:
+        return Matrix(0, t.row_bytes(K), K, n_out, FLOAT_WEIGHTS[t.name])
     return Matrix(decoder_address(t.name), t.row_bytes(K), K, n_out)
 
 
@@ -114,6 +122,8 @@ def product(x: torch.Tensor, raw: np.ndarray, m: Matrix) -> torch.Tensor:
     xn = x.contiguous().numpy()
     n = xn.shape[0]
     out = np.empty((n, m.n_out), dtype=np.float32)
+    if m.floats:
+        return _float_product(xn, raw, m, out)
     if n <= GEMV_MAX_TOKENS:
         use_threads("generation")
         act = _activations.get(m.K)
@@ -134,6 +144,32 @@ def product(x: torch.Tensor, raw: np.ndarray, m: Matrix) -> torch.Tensor:
     return result
 
 
+def _float_rows(raw: np.ndarray, m: Matrix) -> np.ndarray:
+    return raw.view(np.int16).reshape(-1, m.K)
+
+
+def _as_float32(bits: np.ndarray, kind: str) -> torch.Tensor:
+    """16-bit float bits (int16) as a new float32 tensor (exact)."""
+    if kind == "f16":
+        return torch.from_numpy(bits.view(np.float16).astype(np.float32))
+    return torch.from_numpy((bits.view(np.uint16).astype(np.uint32) << 16).view(np.float32))
+
+
+def _float_product(xn: np.ndarray, raw: np.ndarray, m: Matrix, out: np.ndarray) -> torch.Tensor:
+    w = _float_rows(raw, m)
+    if xn.shape[0] <= GEMV_MAX_TOKENS:
+        use_threads("generation")
+        float_matmul.fmatvec(w, m.floats == "bf16", xn, out, work_chunks())
+        return torch.from_numpy(out)
+    use_threads("batch")
+    result, x = torch.from_numpy(out), torch.from_numpy(xn)
+    tile_rows = max(16, min(m.n_out, TILE_VALUES // m.K))
+    for r0 in range(0, m.n_out, tile_rows):
+        r1 = min(m.n_out, r0 + tile_rows)
+        result[:, r0:r1] = x @ _as_float32(w[r0:r1], m.floats).T
+    return result
+
+
 def selected_product(x: torch.Tensor, plan: CpuWeight, experts: torch.Tensor, n_matrices: int = 0) -> torch.Tensor:
     """Row s of x [n_sel, K] times matrix experts[s] of a 3D weight: [n_sel, n_out]. With
     n_matrices, the weight's rows are that many matrices one after another (MLA's per-head
@@ -145,10 +181,14 @@ def selected_product(x: torch.Tensor, plan: CpuWeight, experts: torch.Tensor, n_
     n = xn.shape[0]
     out = np.empty((n, n_rows), dtype=np.float32)
     use_threads("generation")
+    sel = experts.to(torch.int64).contiguous().numpy()
+    if m.floats:
+        float_matmul.fmatvec_selected(_float_rows(plan.raw, m), m.floats == "bf16", n_rows, xn, sel, out,
+                                      work_chunks())
+        return torch.from_numpy(out)
     act = _activations.get(m.K)
     if act is None:
         act = _activations[m.K] = ActivationBlocks(m.K, GEMV_MAX_TOKENS)
-    sel = experts.to(torch.int64).contiguous().numpy()
     matmul.qmatvec_selected(m.decoder, plan.raw, plan.raw.size // n_matrices, m.row_bytes, m.K, xn, sel,
                             *act.buffers(n), out, work_chunks())
     return torch.from_numpy(out)
@@ -156,6 +196,8 @@ def selected_product(x: torch.Tensor, plan: CpuWeight, experts: torch.Tensor, n_
 
 def rows(raw: np.ndarray, m: Matrix, ids: torch.Tensor) -> torch.Tensor:
     """Rows `ids` of the matrix stored in raw, as float32 [*ids.shape, K]."""
+    if m.floats:
+        return _as_float32(_float_rows(raw, m)[ids.reshape(-1).numpy()], m.floats).reshape(*ids.shape, m.K)
     flat = ids.reshape(-1).tolist()
     out = np.empty((len(flat), m.K), dtype=np.float32)
     for i, r in enumerate(flat):
