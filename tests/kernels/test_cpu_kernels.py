@@ -213,3 +213,16 @@ def test_float_weights_are_read_as_stored(type_name, n_tokens):
     got = dispatch.selected_experts(xs, w3, sel).numpy()
     want = np.stack([xs[i].numpy() @ ref[int(e) * n_out : (int(e) + 1) * n_out].T for i, e in enumerate(sel)])
     assert _rel(got, want) < 1e-6
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_activation_reaches_the_output(bad):
+    """The 16-bit activation blocks must not swallow a NaN or Inf (the model's per-layer
+    check reports it): that token's outputs are non-finite, the other tokens' are not."""
+    raw, ref, K = _weights("Q4_K", 9, 1)
+    m = cpu_linear.matrix(GGML_TYPES_BY_NAME["Q4_K"].id, K, 9)
+    x = torch.randn(3, K)
+    x[1, 5] = bad
+    y = cpu_linear.product(x, raw.reshape(-1), m)
+    assert not torch.isfinite(y[1]).any()
+    assert torch.isfinite(y[[0, 2]]).all()

@@ -107,3 +107,26 @@ def test_no_block_step_while_an_observer_watches(files, monkeypatch):
     _generate(files["llama"], True)
     # every product of every generated token reached the observer
     assert seen.count("blk.0.attn_q.weight") == 1 + GENERATED
+
+
+def test_a_nan_is_reported_with_its_layer_on_both_paths(files, tmp_path):
+    import numpy as np
+
+    from kiln.errors import NumericalError
+    from tests.gguf_rewrite import rewrite_gguf
+
+    def poison(name, values):
+        return (np.full_like(values, np.nan), "F32") if name == "blk.1.ffn_norm.weight" else None
+
+    bad = rewrite_gguf(files["llama"], tmp_path / "nan.gguf", poison)
+    for steps in (True, False):
+        e = Engine.load(bad, Options(ctx_size=64))
+        enabled = dispatch.block_steps_enabled
+        if not steps:
+            dispatch.block_steps_enabled = lambda x: False
+        try:
+            with pytest.raises(NumericalError, match=r"layer 1 \(blk\.1\)"):
+                e.eval([5])  # one token: the one-call stack when steps
+            assert bool(e.model._steps) == steps
+        finally:
+            dispatch.block_steps_enabled = enabled

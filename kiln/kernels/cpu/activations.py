@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .simd import not_finite
+
 QMAX = 32767
 
 
@@ -22,10 +24,14 @@ def quantize_row(x, qx, dx, sx, sx32, r):
     xr, qr = x[r], qx[r]
     for b in range(x.shape[1] // 32):
         amax = np.float32(0)
+        bad = False
         for j in range(32):
             amax = max(amax, abs(xr[32 * b + j]))
-        d = amax / np.float32(QMAX)
-        inv = np.float32(1) / d if d > 0 else np.float32(0)
+            bad |= not_finite(xr[32 * b + j])
+        # a NaN or Inf must reach the products (the model's NaN check reports its layer):
+        # the block's scale becomes NaN
+        d = amax / np.float32(QMAX) if not bad else np.float32(np.nan)
+        inv = np.float32(1) / d if d > 0 and not bad else np.float32(0)
         dx[r, b] = d
         for j in range(32):
             qr[32 * b + j] = np.int16(np.rint(xr[32 * b + j] * inv))
@@ -37,7 +43,7 @@ def quantize_row(x, qx, dx, sx, sx32, r):
         sx32[r, b] = sx[r, 2 * b] + sx[r, 2 * b + 1]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
 def quantize_rows(x, qx, dx, sx, sx32):
     for r in prange(x.shape[0]):
         quantize_row(x, qx, dx, sx, sx32, r)

@@ -100,7 +100,7 @@ def head_q8(q, q_off, d, k_q, k_s, k_off, v_q, v_s, v_off, dv, n_k, k_pos, q_pos
 
 
 def _make_attend(head):
-    @njit(parallel=True, fastmath=True)
+    @njit(parallel=True, fastmath=True, error_model="numpy")
     def attend(q, k_bits, v_bits, v_col, q_pos, k_pos, scale, window, softcap, out):
         """q [n_q, H, d] float32; k_bits [n_k, H_kv * d], v_bits [n_k, >= v_col + H_kv * dv]
         (16-bit float bits as int16; head g's values start at column v_col + g * dv, so V

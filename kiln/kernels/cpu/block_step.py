@@ -93,7 +93,7 @@ def _store_row(cache, slot, values, off, n, bf16):
         row[i] = bf16_bits(values[off + i]) if bf16 else f16_bits(values[off + i])
 
 
-@njit  # no fast-math: the same rounding as the cache's own q8_0 writer (kv_cache.RowStore)
+@njit(error_model="numpy")  # no fast-math: the same rounding as the cache's own q8_0 writer (kv_cache.RowStore)
 def _store_q8(cache, scales, slot, values, off, n):
     """values[off:off + n] as q8_0 into row `slot`: per 32 values d = amax / 127 (stored as
     f16 bits), q = round(v / d) in -127..127."""
@@ -108,7 +108,7 @@ def _store_q8(cache, scales, slot, values, off, n):
         scales[slot, b] = f16_bits(d)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
 def _block(
     x, attn_norm, ffn_norm, eps,
     decs, data, row_bytes, n_out,
@@ -184,7 +184,7 @@ def _block(
     return total
 
 
-@njit(fastmath=True, cache=True)
+@njit(fastmath=True, cache=True, error_model="numpy")
 def blocks_step(
     x, attn_norms, ffn_norms, eps, decs, data, row_bytes, n_out,
     bq, bk, bv, bo, q_norm, k_norm, shapes, cos, sin, flags, fparams,

@@ -23,7 +23,7 @@ def _dot(x, w, bf16, K):
     return dot_f32_bf16(x, 0, w, 0, K) if bf16 else dot_f32_f16(x, 0, w, 0, K)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
 def fmatvec(w, bf16, x, out, chunks):
     n_rows, K = w.shape
     n = max(1, min(n_rows, chunks))
@@ -34,7 +34,7 @@ def fmatvec(w, bf16, x, out, chunks):
                 out[t, r] = _dot(x[t], w[r], bf16, K)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
 def fmatvec_selected(w, bf16, n_rows, x, sel, out, chunks):
     K = w.shape[1]
     total = sel.size * n_rows

@@ -1,7 +1,10 @@
 """Quantized matrix products on the CPU, one compiled kernel for every type.
 
 The kernels take the type's block decoder as an address (`indirect.py`) and call it once
-per weight row; they compile once and are cached on disk.
+per weight row; they compile once and are cached on disk. Every CPU kernel uses numpy's
+error model: a NaN or Inf in the input flows through to the output, where the model's
+per-layer check reports it (with Python's model, fast-math code raised a false division
+by zero on NaN input; `activations.py` keeps a NaN from vanishing in quantization).
 
 - `qmatvec(dec, raw, row_bytes, K, x, qx, dx, sx, sx32, out, chunks)`: the token-generation
   product: x goes to 16-bit blocks in the buffers qx.. (`activations.py`), then each
@@ -75,7 +78,7 @@ def _row_times(layout, K, q, sw, mw, qx, dx, sx, sx32):
     return acc
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
 def qmatvec(dec, raw, row_bytes, K, x, qx, dx, sx, sx32, out, chunks):
     n_rows = out.shape[1]
     n_tok = qx.shape[0]
@@ -96,7 +99,7 @@ def qmatvec(dec, raw, row_bytes, K, x, qx, dx, sx, sx32, out, chunks):
                     out[t, r0 + g] = _row_times(layout, K, q[g], sw[g], mw[g], qx[t], dx[t], sx[t], sx32[t])
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
 def qmatvec_selected(dec, raw, matrix_bytes, row_bytes, K, x, sel, qx, dx, sx, sx32, out, chunks):
     n_sel, n_rows = out.shape
     for s in range(n_sel):
@@ -130,7 +133,7 @@ def decode_row_f32(dec, raw, row_bytes, K, r, q, sw, mw, o):
             o[k] = sw[k // U(4)] * np.float32(q[k]) + mw[k // U(16)]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
 def decode_rows(dec, raw, row_bytes, K, first, out, chunks):
     n = out.shape[0]
     per = chunk_rows(n, chunks)

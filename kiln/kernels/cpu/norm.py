@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(parallel=True, fastmath=True)
+@njit(parallel=True, fastmath=True, error_model="numpy")
 def rms_norm_into(x, weight, has_weight, eps, out):
     """out[r] = x[r] / sqrt(mean(x[r]^2) + eps) (* weight) for every row r of x [n, d]."""
     n, d = x.shape

@@ -10,7 +10,7 @@ from __future__ import annotations
 from numba import njit, prange
 
 
-@njit(parallel=True, fastmath=True)
+@njit(parallel=True, fastmath=True, error_model="numpy")
 def rope_into(x, cos, sin, neox, out):
     n, n_head, d = x.shape
     half = cos.shape[1]

@@ -539,3 +539,17 @@ def f16_value(typingctx, bits):
         return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
 
     return sig, codegen
+
+
+@intrinsic
+def not_finite(typingctx, value):
+    """Whether a float32 is NaN or +-Inf, read from its bits (a fast-math compile may assume
+    floats are never NaN and fold a float comparison away; an integer test it cannot)."""
+    sig = types.boolean(types.float32)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        exponent = builder.and_(builder.bitcast(args[0], i32), ir.Constant(i32, 0x7F800000))
+        return builder.icmp_unsigned("==", exponent, ir.Constant(i32, 0x7F800000))
+
+    return sig, codegen
