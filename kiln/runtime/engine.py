@@ -183,7 +183,8 @@ class Engine:
                 row0 += b - a
             try:
                 logits = self.model.forward(
-                    torch.tensor(tokens, dtype=torch.long), torch.cat(positions), BatchCache(segments),
+                    torch.tensor(tokens, dtype=torch.long), torch.cat(positions),
+                    BatchCache(segments, direct=self.options.block_steps),
                     output_rows=torch.tensor(rows, dtype=torch.long),
                 )
             except BaseException:

@@ -169,8 +169,9 @@ class BatchCache:
     """Several sequences in one forward pass (continuous batching): consecutive row ranges of
     the batch belong to different sequences, each attending only to its own cache."""
 
-    def __init__(self, segments: list[tuple[SequenceCache, int]]):
+    def __init__(self, segments: list[tuple[SequenceCache, int]], direct: bool = True):
         self.segments = segments  # (sequence, its row count), in batch order
+        self.direct = direct  # whether new_token_rows may hand the storage to the model
 
     def attend(self, layer: int, q, k, v, positions, fn):
         outs = []
@@ -184,7 +185,7 @@ class BatchCache:
 
     def new_token_rows(self, layer: int, k_shape: tuple[int, ...], v_shape: tuple[int, ...]):
         """SequenceCache.new_token_rows when the batch is one sequence's one token, else None."""
-        if len(self.segments) != 1:
+        if len(self.segments) != 1 or not self.direct:
             return None
         return self.segments[0][0].new_token_rows(layer, k_shape, v_shape)
 

@@ -7,6 +7,7 @@ not act on yet, are accepted and reported once (see `ignored_flags`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 
 from ..errors import OptionError
@@ -29,6 +30,10 @@ class Options:
     cache_type_v: str = "f16"  # -ctv
     no_mmap: bool = False  # --no-mmap
     numa: str | None = None  # --numa distribute|isolate|numactl
+    # one-call generation stack for single tokens (docs/cpu.md); KILN_BLOCK_STEPS=0 turns it
+    # off, and `kiln serve --parallel N>1` does (answers then never depend on how requests
+    # were batched: every pass takes the per-operation path, whose rows are independent)
+    block_steps: bool = field(default_factory=lambda: os.environ.get("KILN_BLOCK_STEPS", "1") != "0")
     # generation
     prompt: str | None = None  # -p
     file: str | None = None  # -f

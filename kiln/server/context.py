@@ -48,6 +48,8 @@ class ServerContext:
         self.model_id = settings.alias or str(self.path)
         self.model_names = {self.model_id, str(self.path), self.path.name, self.path.stem}
         self.metrics = Metrics()
+        if settings.n_parallel > 1:  # batch-invariant answers (Options.block_steps)
+            engine.options.block_steps = False
         self.scheduler = Scheduler(engine, tokenizer, settings.n_parallel, self.metrics)
         self.n_ctx_slot = self.scheduler.n_ctx_slot
         try:

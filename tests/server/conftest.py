@@ -120,7 +120,8 @@ def served(smollm2, tmp_path_factory) -> Served:
 @pytest.fixture(scope="session")
 def oracle_engine(smollm2):
     """A second engine on the same file, for outputs computed without the server."""
-    engine, tokenizer = load_engine(Options(model=str(smollm2), ctx_size=1024))
+    # computed as the served engine computes (--parallel > 1: no one-call generation stack)
+    engine, tokenizer = load_engine(Options(model=str(smollm2), ctx_size=1024, block_steps=False))
     yield engine, tokenizer
     engine.close()
 

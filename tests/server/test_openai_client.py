@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -37,6 +38,7 @@ def kiln_run_output(served, rendered):
         [sys.executable, "-m", "kiln.cli", "run", "-m", str(served.ctx.path), "-p", rendered, "--temp", "0",
          "-n", str(N), "-c", "1024"],
         capture_output=True, text=True, timeout=300, check=True,
+        env={**os.environ, "KILN_BLOCK_STEPS": "0"},  # as the served engine (--parallel > 1) computes
     )
     assert out.stdout.endswith("\n")
     return out.stdout[:-1]
