@@ -180,8 +180,9 @@ class PreNormBlock:
         return h + self.ffn(dispatch.rms_norm(h, self.ffn_norm, self.eps))
 
     def generation_step(self):
-        """This block prepared for `dispatch.blocks_step` (all blocks in one call per generated token), or
-        None when it is not exactly the plain pre-norm block with attention and a SiLU FFN."""
+        """This block prepared for `dispatch.blocks_step` (all blocks in one call per generated
+        token), or None when it is not exactly the plain pre-norm block with attention and a
+        SiLU FFN, or its weights or shapes have no kernel there."""
         attn, ffn = getattr(self, "attn", None), getattr(self, "ffn", None)
         if (
             type(self).__call__ is not PreNormBlock.__call__
@@ -189,7 +190,6 @@ class PreNormBlock:
             or type(ffn) is not GatedFFN
             or ffn.act is not dispatch.silu_gate
             or attn.eps != self.eps
-            or attn.n_head * attn.head_dim != attn.wq.shape[1]
         ):
             return None
         return dispatch.block_step_plan(
@@ -226,13 +226,13 @@ class CausalLM:
     def _step_rows(self, x: torch.Tensor, cache: LayerCache) -> list | None:
         """For one new token whose every block has a generation step: per layer, the cache
         rows that step writes and reads (k, v, slot); else None (the per-operation path)."""
-        if x.shape[0] != 1 or not dispatch.block_steps_enabled(x):
+        new_rows = getattr(cache, "new_token_rows", None)
+        if x.shape[0] != 1 or new_rows is None or not dispatch.block_steps_enabled(x):
             return None
         if self._steps is None:
             steps = [getattr(block, "generation_step", lambda: None)() for block in self.blocks]
             self._steps = dispatch.model_steps(steps) if steps and all(s is not None for s in steps) else False
-        new_rows = getattr(cache, "new_token_rows", None)
-        if not self._steps or new_rows is None:
+        if not self._steps:
             return None
         rows = []
         for il, step in enumerate(self._steps.blocks):

@@ -61,7 +61,7 @@ class RowStore:
             self.buf[start:end] = new.reshape(new.shape[0], *self.shape).to(self.buf.dtype)
 
     def reserve(self, end: int, shape: tuple[int, ...]) -> None:
-        """Room for rows up to `end` (rows of `shape`), keeping those before the batch start."""
+        """Room for one new row at end - 1 (rows of `shape`), keeping the rows before it."""
         if self.buf is None or self.capacity < end:
             self._grow(end - 1, end, shape)
 

@@ -24,10 +24,12 @@ def files(tmp_path_factory):
     out = {}
     for arch, cfg in (
         ("llama", dict(hidden_size=256, intermediate_size=512, head_dim=64)),
-        ("qwen2", dict(hidden_size=128, intermediate_size=384, num_attention_heads=4, num_key_value_heads=2)),
+        ("qwen2", dict(hidden_size=128, intermediate_size=384, num_attention_heads=4, num_key_value_heads=2,
+                       head_dim=32)),
+        ("qwen2-hd16", dict(hidden_size=128, intermediate_size=384, num_attention_heads=4, num_key_value_heads=2)),
         ("qwen3", dict(hidden_size=96, intermediate_size=160)),
     ):
-        _, f32 = make_tiny_model(arch, d / arch, **cfg)
+        _, f32 = make_tiny_model(arch.split("-")[0], d / arch, **cfg)
         out[arch] = requantize_matrices(f32, d / f"{arch}-q8.gguf", "Q8_0")
     _, f32 = make_tiny_model("llama", d / "llama-k", hidden_size=256, intermediate_size=512, head_dim=64)
     out["llama-Q4_K"] = requantize_matrices(f32, d / "llama-q4k.gguf", "Q4_K")
@@ -36,16 +38,17 @@ def files(tmp_path_factory):
 
 
 def _generate(path, steps: bool, **options):
-    """Logits of the last GENERATED tokens, evaluated one by one, and the engine."""
-    e = Engine.load(path, Options(ctx_size=64, **options))
-    enabled = dispatch.block_steps_enabled
-    if not steps:
-        dispatch.block_steps_enabled = lambda x: False
+    """Logits of the last GENERATED tokens, evaluated one by one, and the engine; steps
+    False: the engine keeps off the one-call stack (Options.block_steps)."""
+    e = Engine.load(path, Options(ctx_size=64, block_steps=steps, **options))
+    calls, real = [], dispatch.blocks_step
+    dispatch.blocks_step = lambda *a: calls.append(1) or real(*a)
     try:
         e.eval(PROMPT[:-GENERATED])
         logits = torch.cat([e.eval([t]) for t in PROMPT[-GENERATED:]])
     finally:
-        dispatch.block_steps_enabled = enabled
+        dispatch.blocks_step = real
+    e.stack_calls = len(calls)  # how many tokens went through the one-call stack
     return logits, e
 
 
@@ -57,8 +60,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("cache", ["f16", "bf16", "q8_0"])
 def test_block_step_matches_the_per_operation_path(files, name, cache):
     fused, e1 = _generate(files[name], True, cache_type_k=cache, cache_type_v=cache)
-    assert e1.model._steps, "the fused step did not apply"
+    assert e1.stack_calls == GENERATED, "the one-call stack did not apply"
     plain, e2 = _generate(files[name], False, cache_type_k=cache, cache_type_v=cache)
+    assert e2.stack_calls == 0
     assert torch.isfinite(fused).all()
     # the same kernels and roundings; only float summation order (and SiLU's formula)
     # differs, which can flip the rounding of a cached value in later layers: one bf16 step
@@ -92,11 +96,14 @@ def test_block_step_matches_the_reference_path(files, name):
     assert _rel(fused, slow) < 3e-3
 
 
-@pytest.mark.parametrize("types", [("f32", "f32"), ("q8_0", "f16")])
-def test_f32_and_mixed_caches_take_the_per_operation_path(files, types):
-    fused, e = _generate(files["llama"], True, cache_type_k=types[0], cache_type_v=types[1])
-    plain, _ = _generate(files["llama"], False, cache_type_k=types[0], cache_type_v=types[1])
-    assert torch.equal(fused, plain)
+@pytest.mark.parametrize(
+    "name, types", [("llama", ("f32", "f32")), ("llama", ("q8_0", "f16")), ("qwen2-hd16", ("q8_0", "q8_0"))]
+)
+def test_f32_mixed_and_unaligned_q8_0_caches_take_the_per_operation_path(files, name, types):
+    """f32 caches, K and V of different types, and q8_0 heads of 16 values (not whole blocks)."""
+    fused, e = _generate(files[name], True, cache_type_k=types[0], cache_type_v=types[1])
+    plain, _ = _generate(files[name], False, cache_type_k=types[0], cache_type_v=types[1])
+    assert e.stack_calls == 0 and torch.equal(fused, plain)
 
 
 def test_no_block_step_while_an_observer_watches(files, monkeypatch):
@@ -104,7 +111,8 @@ def test_no_block_step_while_an_observer_watches(files, monkeypatch):
 
     seen = []
     monkeypatch.setattr(observe, "OBSERVER", lambda name, x, expert, n: seen.append(name))
-    _generate(files["llama"], True)
+    _, e = _generate(files["llama"], True)
+    assert e.stack_calls == 0
     # every product of every generated token reached the observer
     assert seen.count("blk.0.attn_q.weight") == 1 + GENERATED
 
@@ -120,13 +128,8 @@ def test_a_nan_is_reported_with_its_layer_on_both_paths(files, tmp_path):
 
     bad = rewrite_gguf(files["llama"], tmp_path / "nan.gguf", poison)
     for steps in (True, False):
-        e = Engine.load(bad, Options(ctx_size=64))
-        enabled = dispatch.block_steps_enabled
-        if not steps:
-            dispatch.block_steps_enabled = lambda x: False
-        try:
-            with pytest.raises(NumericalError, match=r"layer 1 \(blk\.1\)"):
-                e.eval([5])  # one token: the one-call stack when steps
-            assert bool(e.model._steps) == steps
-        finally:
-            dispatch.block_steps_enabled = enabled
+        e = Engine.load(bad, Options(ctx_size=64, block_steps=steps))
+        with pytest.raises(NumericalError, match=r"layer 1 \(blk\.1\)"):
+            e.eval([5])  # one token: the one-call stack when steps
+        if steps:
+            assert e.model._steps

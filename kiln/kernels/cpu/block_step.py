@@ -29,21 +29,12 @@ from .activations import quantize_row
 from .attention import head_bf16, head_f16, head_q8
 from .indirect import call_decoder_at
 from .matmul import GROUP, _row_buffers, _row_times, chunk_rows, group_rows
+from .norm import rms_norm_row
+from .rope import rope_head
 from .simd import bf16_bits, f16_bits
 
 # order of the seven weights in a block's arrays
 W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN = range(7)
-
-
-@njit(inline="always")
-def _rms_norm(x, n, weight, eps, out, out_off):
-    """out[out_off + i] = x[i] / rms(x[:n]) * weight[i] for i < n (x is a flat view)."""
-    s = 0.0
-    for i in range(n):
-        s += np.float64(x[i]) * np.float64(x[i])
-    inv = np.float32(1.0 / math.sqrt(s / n + eps))
-    for i in range(n):
-        out[out_off + i] = x[i] * inv * weight[i]
 
 
 @njit(inline="always")
@@ -70,20 +61,6 @@ def _products(decs, data, row_bytes, n_out, m0, m1, K, qx, dx, sx, sx32, out, ch
                 layouts[g] = call_decoder_at(decs[m], data[m], (i0 + g - first) * row_bytes[m], K, q[g], sw[g], mw[g])
             for g in range(n):
                 out[i0 + g] = _row_times(layouts[g], K, q[g], sw[g], mw[g], qx[0], dx[0], sx[0], sx32[0])
-
-
-@njit(inline="always")
-def _rope_head(v, off, cos, sin, neox):
-    half = cos.size
-    for i in range(half):
-        if neox:
-            a, b = v[off + i], v[off + i + half]
-            v[off + i] = a * cos[i] - b * sin[i]
-            v[off + i + half] = a * sin[i] + b * cos[i]
-        else:
-            a, b = v[off + 2 * i], v[off + 2 * i + 1]
-            v[off + 2 * i] = a * cos[i] - b * sin[i]
-            v[off + 2 * i + 1] = a * sin[i] + b * cos[i]
 
 
 @njit(inline="always")
@@ -125,7 +102,7 @@ def _block(
     [1, max K]; proj, att, ffn: float32 scratch (see `scratch`)."""
     E = x.size
     nq, nk = n_head * hd, n_kv * hd
-    _rms_norm(x, E, attn_norm, eps, xa[0], 0)
+    rms_norm_row(x, attn_norm, True, eps, xa[0, :E])
     quantize_row(xa[:, :E], qx, dx, sx, sx32, 0)
     _products(decs, data, row_bytes, n_out, W_Q, W_V + 1, E, qx, dx, sx, sx32, proj, chunks)
     if bq.size:
@@ -136,12 +113,12 @@ def _block(
         for i in range(n_kv * hdv):
             proj[nq + nk + i] += bv[i]
     for h in range(n_head + n_kv):
-        off = h * hd
+        head = proj[h * hd : (h + 1) * hd]
         if q_norm.size and h < n_head:
-            _rms_norm(proj[off : off + hd], hd, q_norm, eps, proj, off)
+            rms_norm_row(head, q_norm, True, eps, head)
         if k_norm.size and h >= n_head:
-            _rms_norm(proj[off : off + hd], hd, k_norm, eps, proj, off)
-        _rope_head(proj, off, cos, sin, neox)
+            rms_norm_row(head, k_norm, True, eps, head)
+        rope_head(head, head, cos, sin, neox)
     # one compiled body serves every cache type: the branches not taken for the arrays'
     # type are never run (q8: int8 rows and scales; else 16-bit float bits)
     q8 = k_cache.itemsize == 1
@@ -168,7 +145,7 @@ def _block(
     _products(decs, data, row_bytes, n_out, W_O, W_O + 1, K_o, qx, dx, sx, sx32, proj, chunks)
     for i in range(E):
         x[i] += proj[i] + (bo[i] if bo.size else np.float32(0))
-    _rms_norm(x, E, ffn_norm, eps, xa[0], 0)
+    rms_norm_row(x, ffn_norm, True, eps, xa[0, :E])
     quantize_row(xa[:, :E], qx, dx, sx, sx32, 0)
     _products(decs, data, row_bytes, n_out, W_GATE, W_UP + 1, E, qx, dx, sx, sx32, ffn, chunks)
     F = n_out[W_GATE]
@@ -210,7 +187,7 @@ def blocks_step(
 
 @dataclass(frozen=True)
 class BlockWeights:
-    """What `block_step` reads of one block, prepared once (`dispatch.block_step_plan`)."""
+    """What `_block` reads of one block, prepared once (`dispatch.block_step_plan`)."""
 
     attn_norm: np.ndarray
     ffn_norm: np.ndarray

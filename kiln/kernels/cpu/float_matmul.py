@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from numba import njit, prange
 
+from .matmul import chunk_rows
 from .simd import dot_f32_bf16, dot_f32_f16
 
 
@@ -26,9 +27,8 @@ def _dot(x, w, bf16, K):
 @njit(parallel=True, fastmath=True, cache=True, error_model="numpy")
 def fmatvec(w, bf16, x, out, chunks):
     n_rows, K = w.shape
-    n = max(1, min(n_rows, chunks))
-    per = (n_rows + n - 1) // n
-    for c in prange(n):
+    per = chunk_rows(n_rows, chunks)
+    for c in prange((n_rows + per - 1) // per):
         for r in range(c * per, min(n_rows, (c + 1) * per)):
             for t in range(x.shape[0]):
                 out[t, r] = _dot(x[t], w[r], bf16, K)
@@ -38,9 +38,8 @@ def fmatvec(w, bf16, x, out, chunks):
 def fmatvec_selected(w, bf16, n_rows, x, sel, out, chunks):
     K = w.shape[1]
     total = sel.size * n_rows
-    n = max(1, min(total, chunks))
-    per = (total + n - 1) // n
-    for c in prange(n):
+    per = chunk_rows(total, chunks)
+    for c in prange((total + per - 1) // per):
         for i in range(c * per, min(total, (c + 1) * per)):
             s, r = i // n_rows, i % n_rows
             out[s, r] = _dot(x[s], w[sel[s] * n_rows + r], bf16, K)
